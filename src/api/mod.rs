@@ -1,0 +1,86 @@
+//! The gRPC services, kept thin: decode, validate at the edge, call the broker
+//! layer, map errors (in `status`, and only there). No lapin types here.
+
+mod log;
+mod status;
+mod tail;
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::broker::{Publisher, StreamSource};
+use crate::proto::v1 as pb;
+use crate::record::Limits;
+
+/// What every RPC needs; cheap to share.
+pub struct Gateway {
+    publisher: Arc<Publisher>,
+    source: Arc<StreamSource>,
+    /// This instance's name, stamped on every record (`gateway`).
+    instance: String,
+    limits: Limits,
+    /// Most records in one LogBatch call.
+    max_batch: usize,
+    /// Responses buffered per Tail before the follower waits for the client.
+    tail_buffer: usize,
+    /// Cancelled when the gateway shuts down: tails end with UNAVAILABLE.
+    shutdown: CancellationToken,
+}
+
+/// How a gateway instance is set up.
+pub struct GatewaySettings {
+    pub instance: String,
+    pub limits: Limits,
+    pub max_batch: usize,
+    pub tail_buffer: usize,
+}
+
+impl Gateway {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        source: Arc<StreamSource>,
+        settings: GatewaySettings,
+        shutdown: CancellationToken,
+    ) -> Gateway {
+        Gateway {
+            publisher,
+            source,
+            instance: settings.instance,
+            limits: settings.limits,
+            max_batch: settings.max_batch,
+            tail_buffer: settings.tail_buffer.max(1),
+            shutdown,
+        }
+    }
+}
+
+type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::log_gateway_server::LogGateway for Gateway {
+    async fn log(
+        &self,
+        request: Request<pb::LogRequest>,
+    ) -> Result<Response<pb::LogResponse>, Status> {
+        log::log(self, request).await
+    }
+
+    async fn log_batch(
+        &self,
+        request: Request<pb::LogBatchRequest>,
+    ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        log::log_batch(self, request).await
+    }
+
+    type TailStream = TailStream;
+
+    async fn tail(
+        &self,
+        request: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        tail::tail(self, request).await
+    }
+}

@@ -1,0 +1,35 @@
+//! The one mapping from our errors to gRPC status codes.
+//!
+//! Validation → INVALID_ARGUMENT naming the field; unroutable → FAILED_PRECONDITION;
+//! nack, confirm timeout, lost connection, shutting down → UNAVAILABLE.
+//! Messages never carry the AMQP URL (broker errors name only host:port).
+
+use tonic::Status;
+use tracing::warn;
+
+use crate::broker;
+use crate::record::Invalid;
+
+impl From<Invalid> for Status {
+    fn from(invalid: Invalid) -> Status {
+        Status::invalid_argument(invalid.to_string())
+    }
+}
+
+impl From<broker::Error> for Status {
+    fn from(error: broker::Error) -> Status {
+        use broker::Error as E;
+        match &error {
+            E::Unroutable { .. } => Status::failed_precondition(error.to_string()),
+            E::ShuttingDown => Status::unavailable(error.to_string()),
+            E::NotConnected(_) | E::Nacked | E::ConfirmTimeout(_) => {
+                warn!(%error, "publish failed");
+                Status::unavailable(error.to_string())
+            }
+            E::Unreachable { .. } | E::Topology { .. } | E::Amqp(_) => {
+                warn!(%error, "broker error");
+                Status::unavailable(format!("RabbitMQ: {error}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The broker layer's error. Mapped to gRPC status in `api::status`, and only there.
+
+use std::time::Duration;
+
+use super::Endpoint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The first connection at start-up never succeeded.
+    #[error("RabbitMQ at {endpoint} did not answer within {}: {reason}", humantime::format_duration(*.waited))]
+    Unreachable {
+        endpoint: Endpoint,
+        waited: Duration,
+        reason: String,
+    },
+    /// The connection is down right now; the link is reconnecting.
+    #[error("not connected to RabbitMQ at {0}; reconnecting")]
+    NotConnected(Endpoint),
+    /// The broker returned a mandatory publish: nothing is bound for its key.
+    #[error("no queue is bound to exchange {exchange:?} for routing key {routing_key:?}; the record was returned unroutable")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    /// The broker refused to take responsibility for a message.
+    #[error("RabbitMQ refused the record (basic.nack)")]
+    Nacked,
+    /// No confirm arrived within `--publish-timeout`.
+    #[error("RabbitMQ did not confirm within {}", humantime::format_duration(*.0))]
+    ConfirmTimeout(Duration),
+    /// The gateway is stopping and takes no new work.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    /// The topology could not be declared as configured (e.g. a queue of that
+    /// name exists with other arguments).
+    #[error("declaring {what}: {source}")]
+    Topology {
+        what: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// Any other AMQP failure: a closed channel, a lost connection.
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+}

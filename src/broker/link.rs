@@ -1,0 +1,247 @@
+//! A connection that stays up: a bounded wait for the broker at start, then a
+//! supervisor that notices a lost connection and reconnects with backoff,
+//! re-running the session's preparation (topology, channels) each time.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use lapin::{Connection, ConnectionProperties, Event};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Endpoint, Error};
+
+/// What a link keeps per connection: the connection and whatever was prepared on it.
+pub(crate) trait Session: Send + Sync + 'static {
+    fn connection(&self) -> &Connection;
+}
+
+/// Builds a session on a fresh connection (declare topology, open channels).
+pub(crate) type Prepare<S> =
+    Arc<dyn Fn(Connection) -> Pin<Box<dyn Future<Output = Result<S, Error>> + Send>> + Send + Sync>;
+
+/// Longest single connect-and-prepare attempt, so a black-holed broker cannot hang us.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff: short at first, then once a second (cheap, and it keeps
+/// the time from "broker back" to "gateway serving" under the 5 s target).
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often the supervisor double-checks the connection status, in case an
+/// error event was missed.
+const STATUS_POLL: Duration = Duration::from_millis(500);
+
+/// One supervised AMQP connection and the session prepared on it.
+pub(crate) struct Link<S> {
+    endpoint: Endpoint,
+    /// The live session; `None` while reconnecting.
+    current: watch::Receiver<Option<Arc<S>>>,
+    /// Cancelled to close the connection and end the supervisor.
+    stop: CancellationToken,
+    supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<S: Session> Link<S> {
+    /// Connects, retrying for up to `wait`, then keeps the connection up in the
+    /// background. `name` shows in RabbitMQ's connection list.
+    pub(crate) async fn establish(
+        endpoint: Endpoint,
+        name: String,
+        wait: Duration,
+        prepare: Prepare<S>,
+    ) -> Result<Link<S>, Error> {
+        let deadline = Instant::now() + wait;
+        let mut delay = BACKOFF_FIRST;
+        let (first, events) = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match open(&endpoint, &name, &prepare, remaining.min(ATTEMPT_TIMEOUT)).await {
+                Ok(opened) => break opened,
+                Err(reason) => {
+                    if Instant::now() + delay >= deadline {
+                        return Err(Error::Unreachable {
+                            endpoint,
+                            waited: wait,
+                            reason,
+                        });
+                    }
+                    info!(%endpoint, %reason, "waiting for RabbitMQ");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+            }
+        };
+        info!(%endpoint, connection = %name, "connected to RabbitMQ");
+
+        let (tx, current) = watch::channel(Some(Arc::new(first)));
+        let stop = CancellationToken::new();
+        let supervisor = tokio::spawn(supervise(
+            endpoint.clone(),
+            name,
+            prepare,
+            tx,
+            events,
+            stop.clone(),
+        ));
+        Ok(Link {
+            endpoint,
+            current,
+            stop,
+            supervisor: std::sync::Mutex::new(Some(supervisor)),
+        })
+    }
+
+    /// The live session, or `NotConnected` while the link is reconnecting.
+    pub(crate) fn session(&self) -> Result<Arc<S>, Error> {
+        if self.stop.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.current
+            .borrow()
+            .clone()
+            .ok_or_else(|| Error::NotConnected(self.endpoint.clone()))
+    }
+
+    /// `true` while connected; changes when the connection drops or recovers.
+    pub(crate) fn connected(&self) -> watch::Receiver<bool> {
+        follow(self.current.clone())
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub(crate) async fn close(&self) {
+        self.stop.cancel();
+        let supervisor = self
+            .supervisor
+            .lock()
+            .expect("the supervisor slot is never poisoned")
+            .take();
+        if let Some(task) = supervisor {
+            let _ = task.await;
+        }
+    }
+}
+
+type Events = Pin<Box<dyn futures::Stream<Item = Event> + Send>>;
+
+/// One attempt: connect and prepare, within `timeout`. The error is a
+/// description safe to log (it never contains the URL).
+async fn open<S: Session>(
+    endpoint: &Endpoint,
+    name: &str,
+    prepare: &Prepare<S>,
+    timeout: Duration,
+) -> Result<(S, Events), String> {
+    let attempt = async {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connection = Connection::connect(endpoint.url(), properties)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Listen before anything can go wrong, or the first error is missed.
+        let events: Events = Box::pin(connection.events_listener());
+        let session = prepare(connection).await.map_err(|e| e.to_string())?;
+        Ok((session, events))
+    };
+    match tokio::time::timeout(timeout.max(Duration::from_millis(100)), attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// Watches the live connection; when it is lost, publishes `None`, reconnects
+/// with backoff, and publishes the new session.
+async fn supervise<S: Session>(
+    endpoint: Endpoint,
+    name: String,
+    prepare: Prepare<S>,
+    tx: watch::Sender<Option<Arc<S>>>,
+    mut events: Events,
+    stop: CancellationToken,
+) {
+    loop {
+        let Some(session) = tx.borrow().clone() else {
+            return;
+        };
+        tokio::select! {
+            reason = lost(session.connection(), &mut events) => {
+                warn!(%endpoint, connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
+                tx.send_replace(None);
+            }
+            () = stop.cancelled() => {
+                tx.send_replace(None);
+                let close = session.connection().close(200, "loggate shutting down".into());
+                let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+                return;
+            }
+        }
+        drop(session);
+
+        let mut delay = BACKOFF_FIRST;
+        loop {
+            let attempt = open(&endpoint, &name, &prepare, ATTEMPT_TIMEOUT);
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                () = stop.cancelled() => return,
+            };
+            match outcome {
+                Ok((session, new_events)) => {
+                    info!(%endpoint, connection = %name, "reconnected to RabbitMQ");
+                    events = new_events;
+                    tx.send_replace(Some(Arc::new(session)));
+                    break;
+                }
+                Err(reason) => {
+                    info!(%endpoint, %reason, "RabbitMQ still unreachable");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the connection is gone, with the reason.
+async fn lost(connection: &Connection, events: &mut Events) -> String {
+    let mut poll = tokio::time::interval(STATUS_POLL);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Event::Error(error)) => return error.to_string(),
+                Some(_) => {}
+                None => return "the connection's event stream ended".to_owned(),
+            },
+            _ = poll.tick() => {
+                if !connection.status().connected() {
+                    return "the connection is closed".to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// Turns a link's session watch into a plain "connected?" watch.
+fn follow<S: Send + Sync + 'static>(
+    mut sessions: watch::Receiver<Option<Arc<S>>>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(sessions.borrow().is_some());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = sessions.changed() => {
+                    if changed.is_err() {
+                        tx.send_replace(false);
+                        return;
+                    }
+                    let up = sessions.borrow_and_update().is_some();
+                    tx.send_replace(up);
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}

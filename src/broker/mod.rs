@@ -1,0 +1,16 @@
+//! Everything that speaks AMQP: connections that recover, the topology, the
+//! confirm-mode [`Publisher`] and the history-stream [`StreamReader`]. lapin
+//! types stay inside this module.
+
+mod endpoint;
+mod error;
+mod link;
+mod publisher;
+mod stream_reader;
+mod topology;
+
+pub use endpoint::Endpoint;
+pub use error::Error;
+pub use publisher::Publisher;
+pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
+pub use topology::{Retention, Topology};

@@ -1,0 +1,210 @@
+//! Reading the history stream: the consuming connection ([`StreamSource`]) and
+//! one stream consumer per reader ([`StreamReader`]).
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    Channel, Connection,
+};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::{
+    link::{Link, Prepare, Session},
+    Endpoint, Error,
+};
+
+/// Where a new reader starts in the stream (`x-stream-offset`).
+#[derive(Debug, Clone)]
+pub enum StreamStart {
+    /// Only records that arrive from now on.
+    Next,
+    /// The oldest record still retained.
+    First,
+    /// A stream offset (a record's position).
+    Offset(i64),
+}
+
+struct ConsumeSession {
+    connection: Connection,
+}
+
+impl Session for ConsumeSession {
+    fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+/// The consuming connection, kept apart from the publishing one so that a
+/// blocked publisher never stops followers.
+pub struct StreamSource {
+    link: Link<ConsumeSession>,
+    queue: ShortString,
+    /// Unacknowledged deliveries per reader: the bound on what one reader
+    /// buffers before the broker waits for acks.
+    prefetch: u16,
+}
+
+impl StreamSource {
+    pub async fn connect(
+        endpoint: Endpoint,
+        connection_name: String,
+        wait: Duration,
+        history_queue: &str,
+        prefetch: u16,
+    ) -> Result<StreamSource, Error> {
+        let prepare: Prepare<ConsumeSession> =
+            Arc::new(|connection| Box::pin(async move { Ok(ConsumeSession { connection }) }));
+        let link = Link::establish(endpoint, connection_name, wait, prepare).await?;
+        Ok(StreamSource {
+            link,
+            queue: ShortString::from(history_queue),
+            prefetch: prefetch.max(1),
+        })
+    }
+
+    /// Opens a stream consumer on its own channel, starting at `start`.
+    pub async fn open(&self, start: StreamStart) -> Result<StreamReader, Error> {
+        let session = self.link.session()?;
+        let channel = session.connection.create_channel().await?;
+        let reader = async {
+            // Streams refuse consumers without a prefetch limit.
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            let mut arguments = FieldTable::default();
+            let offset = match start {
+                StreamStart::Next => AMQPValue::LongString(LongString::from("next")),
+                StreamStart::First => AMQPValue::LongString(LongString::from("first")),
+                StreamStart::Offset(offset) => AMQPValue::LongLongInt(offset),
+            };
+            arguments.insert("x-stream-offset".into(), offset);
+            let consumer = channel
+                .basic_consume(
+                    self.queue.clone(),
+                    ShortString::from(""),
+                    BasicConsumeOptions::default(),
+                    arguments,
+                )
+                .await?;
+            Ok::<_, Error>(consumer)
+        };
+        match reader.await {
+            Ok(consumer) => Ok(StreamReader {
+                channel,
+                consumer,
+                closed: false,
+            }),
+            Err(error) => {
+                let _ = channel.close(200, "consume failed".into()).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// `true` while connected; changes when the connection drops or recovers.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.link.connected()
+    }
+
+    /// Closes the connection (every reader on it ends).
+    pub async fn close(&self) {
+        self.link.close().await;
+    }
+}
+
+/// One message read from the stream.
+#[derive(Debug)]
+pub struct StreamMessage {
+    /// The message's position in the stream (`x-stream-offset` header).
+    pub offset: Option<i64>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    delivery_tag: u64,
+}
+
+/// A stream consumer on its own channel. Close it with [`StreamReader::close`];
+/// if it is dropped instead, its channel is closed in the background so that
+/// nothing is left behind on the broker.
+pub struct StreamReader {
+    channel: Channel,
+    consumer: lapin::Consumer,
+    closed: bool,
+}
+
+impl StreamReader {
+    /// The next message; `Ok(None)` when the broker cancelled the consumer.
+    pub async fn next(&mut self) -> Result<Option<StreamMessage>, Error> {
+        match self.consumer.next().await {
+            None => Ok(None),
+            Some(Err(error)) => Err(error.into()),
+            Some(Ok(delivery)) => {
+                let offset = delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get("x-stream-offset"))
+                    .and_then(|v| match v {
+                        AMQPValue::LongLongInt(n) => Some(*n),
+                        _ => None,
+                    });
+                Ok(Some(StreamMessage {
+                    offset,
+                    content_type: delivery
+                        .properties
+                        .content_type()
+                        .as_ref()
+                        .map(ToString::to_string),
+                    body: delivery.data,
+                    delivery_tag: delivery.delivery_tag,
+                }))
+            }
+        }
+    }
+
+    /// Acknowledges a message; on a stream this grants credit for the next one.
+    pub async fn ack(&self, message: &StreamMessage) -> Result<(), Error> {
+        self.channel
+            .basic_ack(message.delivery_tag, BasicAckOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Cancels the consumer and closes its channel.
+    pub async fn close(mut self) {
+        self.closed = true;
+        shut(self.channel.clone(), self.consumer.tag()).await;
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(shut(self.channel.clone(), self.consumer.tag()));
+        }
+    }
+}
+
+/// Cancel, then close: bounded, because the broker may be gone.
+async fn shut(channel: Channel, tag: ShortString) {
+    let work = async {
+        if channel.status().connected() {
+            let _ = channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
+            let _ = channel.close(200, "tail ended".into()).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .is_err()
+    {
+        debug!("closing a stream reader timed out");
+    }
+}

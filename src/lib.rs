@@ -1,0 +1,12 @@
+//! loggate: a gRPC logging gateway in front of RabbitMQ.
+//!
+//! Layers, with dependencies pointing one way (see README.md, "Architecture"):
+//! `api` → `record`, `broker`; `broker` → `record`; `record` → the generated wire types.
+
+pub mod api;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod proto;
+pub mod record;
+pub mod server;

@@ -1,0 +1,134 @@
+//! The AMQP message body: one JSON object per record (`application/json`).
+
+use super::Record;
+
+/// A message body that is not a loggate record.
+#[derive(Debug, thiserror::Error)]
+#[error("not a loggate JSON record: {0}")]
+pub struct BodyError(#[from] serde_json::Error);
+
+impl Record {
+    /// Appends the JSON body to `buf`, so callers can reuse one buffer.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        serde_json::to_writer(buf, self).expect("a Record always serialises to JSON");
+    }
+
+    /// The JSON body as a new buffer.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(256 + self.message.len());
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    /// Reads a JSON body. Unknown keys are ignored, so producers may add fields.
+    pub fn from_json(body: &[u8]) -> Result<Record, BodyError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::record::Level;
+
+    fn record() -> Record {
+        Record {
+            id: "0190b7c2-0000-7000-8000-000000000001".into(),
+            time: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
+                .expect("valid"),
+            received_time: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_001_000_000_000)
+                .expect("valid"),
+            service: "billing".into(),
+            node: "pod-7".into(),
+            level: Level::Warn,
+            message: "card declined \"twice\"".into(),
+            attributes: [("order".into(), "42".into())].into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+            gateway: "gw-1".into(),
+        }
+    }
+
+    #[test]
+    fn body_has_the_documented_shape() {
+        let body: serde_json::Value = serde_json::from_slice(&record().to_json()).expect("json");
+        assert_eq!(
+            body,
+            json!({
+                "id": "0190b7c2-0000-7000-8000-000000000001",
+                "time": "2023-11-14T22:13:20.123456789Z",
+                "received_time": "2023-11-14T22:13:21Z",
+                "service": "billing",
+                "node": "pod-7",
+                "level": "warn",
+                "message": "card declined \"twice\"",
+                "attributes": {"order": "42"},
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "span_id": "00f067aa0ba902b7",
+                "gateway": "gw-1",
+            })
+        );
+    }
+
+    #[test]
+    fn empty_optional_fields_are_left_out() {
+        let bare = Record {
+            node: String::new(),
+            attributes: Default::default(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            ..record()
+        };
+        let body: serde_json::Value = serde_json::from_slice(&bare.to_json()).expect("json");
+        let keys: Vec<&str> = body
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "gateway",
+                "id",
+                "level",
+                "message",
+                "received_time",
+                "service",
+                "time"
+            ]
+        );
+    }
+
+    #[test]
+    fn body_round_trips_with_nanoseconds() {
+        let original = record();
+        assert_eq!(
+            Record::from_json(&original.to_json()).expect("decodes"),
+            original
+        );
+    }
+
+    #[test]
+    fn foreign_bodies_are_refused_not_panicked_on() {
+        for bad in [
+            &b""[..],
+            b"null",
+            b"{}",
+            b"\xff\xfe",
+            br#"{"id":"x","level":"loud"}"#,
+        ] {
+            assert!(Record::from_json(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encoding_appends_to_a_reused_buffer() {
+        let mut buf = b"prefix".to_vec();
+        record().encode_into(&mut buf);
+        assert!(buf.starts_with(b"prefix{"));
+    }
+}

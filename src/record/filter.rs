@@ -1,0 +1,171 @@
+//! Tail filters: which records a follower wants.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::validate::{check_level, Invalid};
+use super::{Level, Record};
+use crate::proto::v1 as pb;
+
+/// A follower's criteria; every one that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Exact service names; empty matches all.
+    services: HashSet<String>,
+    /// Lowest level let through; `None` lets everything through.
+    min_level: Option<Level>,
+    /// Exact node names; empty matches all.
+    nodes: HashSet<String>,
+    trace_id: Option<String>,
+    /// Every pair must be present in the record with that value.
+    attributes: BTreeMap<String, String>,
+    /// A substring of the message.
+    contains: Option<String>,
+}
+
+impl Filter {
+    /// Reads the criteria of a `TailRequest`.
+    pub fn from_request(request: &pb::TailRequest) -> Result<Filter, Invalid> {
+        let min_level = match request.min_level {
+            0 => None,
+            n => Some(check_level(n).map_err(|e| Invalid::new("min_level", e.reason))?),
+        };
+        Ok(Filter {
+            services: request.services.iter().cloned().collect(),
+            min_level,
+            nodes: request.nodes.iter().cloned().collect(),
+            trace_id: non_empty(&request.trace_id),
+            attributes: request.attributes.clone(),
+            contains: non_empty(&request.contains),
+        })
+    }
+
+    /// Whether `record` passes every criterion. Cheapest checks first.
+    pub fn matches(&self, record: &Record) -> bool {
+        self.min_level.is_none_or(|min| record.level >= min)
+            && (self.services.is_empty() || self.services.contains(&record.service))
+            && (self.nodes.is_empty() || self.nodes.contains(&record.node))
+            && self
+                .trace_id
+                .as_ref()
+                .is_none_or(|trace| *trace == record.trace_id)
+            && self
+                .attributes
+                .iter()
+                .all(|(k, v)| record.attributes.get(k) == Some(v))
+            && self
+                .contains
+                .as_ref()
+                .is_none_or(|needle| record.message.contains(needle.as_str()))
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn record(service: &str, level: Level) -> Record {
+        Record {
+            id: "1".into(),
+            time: OffsetDateTime::UNIX_EPOCH,
+            received_time: OffsetDateTime::UNIX_EPOCH,
+            service: service.into(),
+            node: "pod-1".into(),
+            level,
+            message: "payment failed for order 42".into(),
+            attributes: [
+                ("region".into(), "eu".into()),
+                ("tier".into(), "gold".into()),
+            ]
+            .into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: String::new(),
+            gateway: "gw".into(),
+        }
+    }
+
+    fn filter(request: pb::TailRequest) -> Filter {
+        Filter::from_request(&request).expect("valid filter")
+    }
+
+    #[test]
+    fn an_empty_filter_matches_everything() {
+        assert!(filter(Default::default()).matches(&record("a", Level::Trace)));
+    }
+
+    #[test]
+    fn services_match_exactly() {
+        let f = filter(pb::TailRequest {
+            services: vec!["billing".into(), "auth".into()],
+            ..Default::default()
+        });
+        assert!(f.matches(&record("billing", Level::Info)));
+        assert!(f.matches(&record("auth", Level::Info)));
+        assert!(!f.matches(&record("billing2", Level::Info)));
+    }
+
+    #[test]
+    fn min_level_lets_through_that_level_and_above() {
+        let f = filter(pb::TailRequest {
+            min_level: pb::Level::Warn as i32,
+            ..Default::default()
+        });
+        assert!(!f.matches(&record("a", Level::Info)));
+        assert!(f.matches(&record("a", Level::Warn)));
+        assert!(f.matches(&record("a", Level::Fatal)));
+    }
+
+    #[test]
+    fn an_unknown_min_level_is_refused() {
+        let err = Filter::from_request(&pb::TailRequest {
+            min_level: 9,
+            ..Default::default()
+        })
+        .expect_err("refused");
+        assert_eq!(err.field, "min_level");
+    }
+
+    #[test]
+    fn nodes_trace_attributes_and_contains_all_must_match() {
+        let base = pb::TailRequest {
+            nodes: vec!["pod-1".into()],
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            attributes: [("region".into(), "eu".into())].into(),
+            contains: "order 42".into(),
+            ..Default::default()
+        };
+        assert!(filter(base.clone()).matches(&record("a", Level::Info)));
+        for miss in [
+            pb::TailRequest {
+                nodes: vec!["pod-2".into()],
+                ..base.clone()
+            },
+            pb::TailRequest {
+                trace_id: "a".repeat(32),
+                ..base.clone()
+            },
+            pb::TailRequest {
+                attributes: [("region".into(), "us".into())].into(),
+                ..base.clone()
+            },
+            pb::TailRequest {
+                attributes: [("absent".into(), String::new())].into(),
+                ..base.clone()
+            },
+            pb::TailRequest {
+                contains: "ORDER".into(),
+                ..base.clone()
+            },
+        ] {
+            assert!(
+                !filter(miss.clone()).matches(&record("a", Level::Info)),
+                "{miss:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Assembles the gateway: broker connections, the gRPC services, health,
+//! reflection, and an orderly shutdown.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::{server::HealthReporter, ServingStatus};
+use tracing::{info, warn};
+
+use crate::api::{Gateway, GatewaySettings};
+use crate::broker::{self, Endpoint, Publisher, Retention, StreamSource, Topology};
+use crate::config::ServeConfig;
+use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
+use crate::record::Limits;
+
+/// The gRPC service name that health reports on, besides the overall "".
+const SERVICE_NAME: &str = "loggate.v1.LogGateway";
+/// Largest gRPC request accepted: a full batch of large records fits.
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--amqp-url: {0}")]
+    AmqpUrl(String),
+    #[error(transparent)]
+    Broker(#[from] broker::Error),
+    #[error("building server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs the gateway on an already-bound `listener` until `shutdown` resolves,
+/// then stops accepting, ends tails with UNAVAILABLE, lets open calls finish
+/// (within `--shutdown-grace`) and closes the broker connections.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let endpoint = Endpoint::parse(&config.amqp_url).map_err(Error::AmqpUrl)?;
+    let instance = config.instance_name();
+    let topology = Topology {
+        exchange: config.exchange.clone(),
+        history_queue: config.history_queue.clone(),
+        retention: Retention {
+            max_age: config.history_max_age.clone(),
+            max_bytes: config.history_max_bytes,
+        },
+    };
+    // Publishing and consuming use separate connections: a blocked publisher
+    // connection must not stop tails.
+    let (publisher, source) = tokio::try_join!(
+        Publisher::connect(
+            endpoint.clone(),
+            format!("loggate {instance} publish"),
+            config.broker_wait,
+            topology,
+            usize::from(config.publish_channels),
+            config.publish_timeout,
+        ),
+        StreamSource::connect(
+            endpoint.clone(),
+            format!("loggate {instance} tail"),
+            config.broker_wait,
+            &config.history_queue,
+            config.tail_prefetch,
+        ),
+    )?;
+    let (publisher, source) = (Arc::new(publisher), Arc::new(source));
+
+    let stop = CancellationToken::new();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = tokio::spawn(report_health(
+        reporter.clone(),
+        publisher.connected(),
+        source.connected(),
+        stop.clone(),
+    ));
+
+    // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Health's
+    // descriptors are registered too, or `grpcurl list` would not show it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let gateway = Gateway::new(
+        Arc::clone(&publisher),
+        Arc::clone(&source),
+        GatewaySettings {
+            instance: instance.clone(),
+            limits: Limits {
+                max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
+            },
+            max_batch: config.max_batch as usize,
+            tail_buffer: usize::from(config.tail_buffer),
+        },
+        stop.clone(),
+    );
+    let gateway = LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
+
+    let address = listener.local_addr().ok();
+    let serving = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(gateway)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            stop.clone().cancelled_owned(),
+        );
+    tokio::pin!(serving);
+    info!(address = ?address, %instance, broker = %endpoint, exchange = %config.exchange, history = %config.history_queue, "serving");
+
+    let served = tokio::select! {
+        served = &mut serving => served,
+        () = shutdown => {
+            info!("shutting down: no new calls, ending tails, finishing open calls");
+            stop.cancel();
+            match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!(grace = ?config.shutdown_grace, "open calls did not finish in time; closing anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
+    stop.cancel();
+    let _ = health.await;
+    tokio::join!(publisher.close(), source.close());
+    info!("stopped");
+    Ok(served?)
+}
+
+/// SERVING while both broker connections are up, NOT_SERVING otherwise and
+/// from the moment shutdown begins.
+async fn report_health(
+    reporter: HealthReporter,
+    mut publishing: watch::Receiver<bool>,
+    mut consuming: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        let up = *publishing.borrow_and_update() && *consuming.borrow_and_update();
+        let status = if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in ["", SERVICE_NAME] {
+            reporter.set_service_status(service, status).await;
+        }
+        tokio::select! {
+            changed = publishing.changed() => if changed.is_err() { break },
+            changed = consuming.changed() => if changed.is_err() { break },
+            () = stop.cancelled() => break,
+        }
+    }
+    for service in ["", SERVICE_NAME] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}

@@ -81,12 +81,18 @@ pub async fn run(
         stop.clone(),
     ));
 
-    // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Health's
-    // descriptors are registered too, or `grpcurl list` would not show it.
+    // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Each version's
+    // listing names every service served: ours, health, and both reflections
+    // (a builder only registers its own version unless told otherwise).
     let reflection = || {
         tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

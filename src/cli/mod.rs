@@ -21,12 +21,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("cannot reach loggate at {server}: {source}")]
-    Unreachable {
-        server: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// Only the innermost cause is shown: tonic's chain repeats itself.
+    #[error("cannot reach loggate at {server}: {cause}")]
+    Unreachable { server: String, cause: String },
     #[error("{what}: {} ({:?})", .status.message(), .status.code())]
     Refused {
         what: &'static str,
@@ -46,9 +43,18 @@ pub async fn connect(server: &str) -> Result<LogGatewayClient<Channel>, Error> {
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()
         .await
-        .map_err(|source| Error::Unreachable {
+        .map_err(|error| Error::Unreachable {
             server: server.to_owned(),
-            source,
+            cause: innermost(&error),
         })?;
     Ok(LogGatewayClient::new(channel))
+}
+
+/// The deepest error in a chain: the one that says what actually happened.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }

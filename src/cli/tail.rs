@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 use tokio_stream::StreamExt;
 
 use super::{connect, Error};
@@ -73,9 +73,12 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
 /// `time level service node message k=v…`; the node is `-` when absent, and
 /// values with spaces are quoted so a line splits cleanly on whitespace.
 fn write_text(line: &mut Vec<u8>, record: &Record, colour: bool) {
+    // Fixed width, milliseconds: columns line up; `--output json` keeps nanoseconds.
     let time = record
         .time
-        .format(&Rfc3339)
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
         .unwrap_or_else(|_| record.time.unix_timestamp().to_string());
     let level = format!("{:<5}", record.level.as_str());
     let level = if colour {

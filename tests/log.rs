@@ -50,17 +50,29 @@ async fn log_publishes_one_message_with_the_documented_contract() {
         .expect("accepted")
         .into_inner()
         .id;
-    assert_eq!(uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).expect("uuid").get_version_num(),
+        7
+    );
 
     let delivery = probe.next().await;
     assert_eq!(delivery.routing_key.as_str(), "billing.error");
     let props = &delivery.properties;
     assert_eq!(*props.delivery_mode(), Some(2));
-    assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
-    assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some(id.as_str()));
+    assert_eq!(
+        props.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(
+        props.message_id().as_ref().map(|s| s.as_str()),
+        Some(id.as_str())
+    );
     assert_eq!(*props.timestamp(), Some(1_700_000_000));
     assert_eq!(props.app_id().as_ref().map(|s| s.as_str()), Some("loggate"));
-    assert_eq!(props.kind().as_ref().map(|s| s.as_str()), Some("loggate.v1.LogRecord"));
+    assert_eq!(
+        props.kind().as_ref().map(|s| s.as_str()),
+        Some("loggate.v1.LogRecord")
+    );
     assert_eq!(header(&delivery, "service"), Some(&long_string("billing")));
     assert_eq!(header(&delivery, "level"), Some(&long_string("error")));
     assert_eq!(header(&delivery, "node"), Some(&long_string("pod-7")));
@@ -69,7 +81,9 @@ async fn log_publishes_one_message_with_the_documented_contract() {
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
     assert_eq!(body["id"], id.as_str());
     assert_eq!(body["time"], "2023-11-14T22:13:20.123456789Z");
-    assert!(body["received_time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(body["received_time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     assert_eq!(body["service"], "billing");
     assert_eq!(body["node"], "pod-7");
     assert_eq!(body["level"], "error");
@@ -94,12 +108,19 @@ async fn optional_headers_and_fields_are_left_out_when_empty() {
         .expect("accepted");
 
     let delivery = probe.next().await;
-    assert_eq!(delivery.routing_key.as_str(), "auth.info", "UNSPECIFIED is read as INFO");
+    assert_eq!(
+        delivery.routing_key.as_str(),
+        "auth.info",
+        "UNSPECIFIED is read as INFO"
+    );
     assert_eq!(header(&delivery, "node"), None);
     assert_eq!(header(&delivery, "trace_id"), None);
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
     for absent in ["node", "attributes", "trace_id", "span_id"] {
-        assert!(body.get(absent).is_none(), "{absent} should be left out: {body}");
+        assert!(
+            body.get(absent).is_none(),
+            "{absent} should be left out: {body}"
+        );
     }
 }
 
@@ -123,7 +144,11 @@ async fn a_client_id_becomes_the_message_id() {
     assert_eq!(id, "order-42/attempt-1");
     let delivery = probe.next().await;
     assert_eq!(
-        delivery.properties.message_id().as_ref().map(|s| s.as_str()),
+        delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
         Some("order-42/attempt-1")
     );
 }
@@ -315,7 +340,11 @@ async fn a_batch_over_max_batch_is_refused() {
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("records:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("records:"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -345,7 +374,11 @@ async fn an_unroutable_record_is_failed_precondition() {
         .await
         .expect_err("unroutable");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("billing.info"), "{}", status.message());
+    assert!(
+        status.message().contains("billing.info"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]

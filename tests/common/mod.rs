@@ -59,6 +59,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway with unique names and the given extra `serve` flags.
     pub async fn start(extra: &[&str]) -> Gateway {
+        Gateway::start_at(AMQP_URL, extra).await
+    }
+
+    /// Starts a gateway on the broker at `amqp_url`.
+    pub async fn start_at(amqp_url: &str, extra: &[&str]) -> Gateway {
         let exchange = unique("x");
         let history_queue = unique("history");
         let instance = unique("gw");
@@ -69,7 +74,7 @@ impl Gateway {
         let mut args = vec![
             "serve",
             "--amqp-url",
-            AMQP_URL,
+            amqp_url,
             "--exchange",
             &exchange,
             "--history-queue",
@@ -110,13 +115,17 @@ impl Gateway {
             .expect("connect to the gateway")
     }
 
-    pub async fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
-        let channel = Channel::from_shared(self.url())
+    /// A plain gRPC channel to the gateway, for any client.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
             .expect("url")
             .connect()
             .await
-            .expect("connect");
-        tonic_health::pb::health_client::HealthClient::new(channel)
+            .expect("connect")
+    }
+
+    pub async fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel().await)
     }
 
     /// The health status of `service` ("" for the whole server).
@@ -135,7 +144,11 @@ impl Gateway {
     async fn wait_until_serving(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(channel) = Channel::from_shared(self.url()).expect("url").connect().await {
+            if let Ok(channel) = Channel::from_shared(self.url())
+                .expect("url")
+                .connect()
+                .await
+            {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 let check = health
                     .check(tonic_health::pb::HealthCheckRequest {
@@ -201,7 +214,8 @@ impl Drop for Names {
                 .build()
                 .expect("cleanup runtime");
             runtime.block_on(async {
-                let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                let Ok(connection) =
+                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
                 else {
                     return;
                 };
@@ -235,7 +249,12 @@ pub struct Probe {
 impl Probe {
     /// Binds a fresh exclusive queue to `exchange` with `binding` (e.g. `#`, `*.error`).
     pub async fn bind(exchange: &str, binding: &str) -> Probe {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        Probe::bind_at(AMQP_URL, exchange, binding).await
+    }
+
+    /// The same, on the broker (vhost) at `amqp_url`.
+    pub async fn bind_at(amqp_url: &str, exchange: &str, binding: &str) -> Probe {
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
             .expect("probe connects");
         let channel = connection.create_channel().await.expect("channel");
@@ -319,48 +338,135 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 }
 
 /// Connections whose client-provided name contains `needle`: (pid, name, channels).
+/// The table form is used because `close_connection` wants its pid syntax.
 pub fn connections_named(needle: &str) -> Vec<(String, String, u64)> {
-    let json = rabbitmqctl(&[
+    let table = rabbitmqctl(&[
         "list_connections",
         "pid",
         "client_properties",
         "channels",
-        "--formatter",
-        "json",
         "-q",
+        "--no-table-headers",
     ]);
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap_or_default();
-    rows.into_iter()
-        .filter_map(|row| {
-            let name = row["client_properties"]
-                .as_array()?
-                .iter()
-                .find(|p| p[0] == "connection_name")?[2]
-                .as_str()?
-                .to_owned();
-            name.contains(needle).then(|| {
-                (
-                    row["pid"].as_str().unwrap_or_default().to_owned(),
-                    name,
-                    row["channels"].as_u64().unwrap_or_default(),
-                )
-            })
+    table
+        .lines()
+        .filter_map(|line| {
+            let mut columns = line.split('\t');
+            let pid = columns.next()?;
+            let properties = columns.next()?;
+            let channels = columns.next()?.trim().parse().ok()?;
+            let (_, rest) = properties.split_once("{\"connection_name\",\"")?;
+            let (name, _) = rest.split_once('"')?;
+            name.contains(needle)
+                .then(|| (pid.to_owned(), name.to_owned(), channels))
         })
         .collect()
 }
 
-/// Consumers on `queue`, counted the reliable way for streams.
-pub fn consumers_on(queue: &str) -> usize {
-    let json = rabbitmqctl(&["list_consumers", "queue_name", "--formatter", "json", "-q"]);
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap_or_default();
-    rows.iter().filter(|row| row["queue_name"] == queue).count()
+/// Consumers on the channels of connections whose name contains `needle`.
+/// (On RabbitMQ 3.10, `list_consumers` does not show stream consumers and a
+/// stream's `consumers` count is stale, but a channel's `consumer_count` is right.)
+pub fn consumers_of_connection(needle: &str) -> u64 {
+    let pids: Vec<String> = connections_named(needle)
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .collect();
+    let table = rabbitmqctl(&[
+        "list_channels",
+        "connection",
+        "consumer_count",
+        "-q",
+        "--no-table-headers",
+    ]);
+    table
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(connection, _)| pids.iter().any(|p| p == connection))
+        .filter_map(|(_, count)| count.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// Polls `condition` until it holds or `WAIT` passes.
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A virtual host of the test's own, so that it can break the gateway's broker
+/// access (permissions, connections) without touching any other test.
+pub struct Vhost {
+    pub name: String,
+}
+
+impl Vhost {
+    pub fn create() -> Vhost {
+        let name = unique("vhost");
+        rabbitmqctl(&["add_vhost", &name]);
+        let vhost = Vhost { name };
+        vhost.grant();
+        vhost
+    }
+
+    /// The AMQP URL of this vhost.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    /// Lets `guest` in.
+    pub fn grant(&self) {
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &self.name,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]);
+    }
+
+    /// Locks `guest` out: new connections are refused until `grant`.
+    pub fn revoke(&self) {
+        rabbitmqctl(&["clear_permissions", "-p", &self.name, "guest"]);
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
+}
+
+/// Closes every connection whose name contains `needle`, as an operator (or a
+/// broker failure) would.
+pub fn close_connections(needle: &str) -> usize {
+    let found = connections_named(needle);
+    for (pid, _, _) in &found {
+        rabbitmqctl(&["close_connection", pid, "closed by a loggate test"]);
+    }
+    found.len()
+}
+
+/// Polls an async `condition` until it holds or `WAIT` passes.
+pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,230 @@
+//! Tail against a real RabbitMQ: filtering, order, robustness, clean endings.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connections_named, consumers_of_connection, eventually, record, Gateway, WAIT};
+use loggate::proto::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+
+async fn next_record(stream: &mut Streaming<pb::TailResponse>) -> pb::LogRecord {
+    let response = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a record arrives in time")
+        .expect("stream open")
+        .expect("no error");
+    match response.event {
+        Some(pb::tail_response::Event::Record(record)) => record,
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tail_sends_only_matching_records_in_stream_order() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    let mut stream = client
+        .tail(pb::TailRequest {
+            services: vec!["billing".into(), "auth".into()],
+            min_level: pb::Level::Warn as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("tail opens")
+        .into_inner();
+
+    let levels = [
+        pb::Level::Info,
+        pb::Level::Warn,
+        pb::Level::Error,
+        pb::Level::Debug,
+    ];
+    let records: Vec<pb::LogRecord> = (0..120)
+        .map(|i| pb::LogRecord {
+            level: levels[i % levels.len()] as i32,
+            ..record(["billing", "auth", "search"][i % 3], &format!("m{i}"))
+        })
+        .collect();
+    let expected: Vec<String> = records
+        .iter()
+        .filter(|r| r.service != "search" && r.level >= pb::Level::Warn as i32)
+        .map(|r| r.message.clone())
+        .collect();
+    assert!(!expected.is_empty());
+    client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+    // A final matching record: once it arrives, everything before it has too.
+    client
+        .log(pb::LogRequest {
+            record: Some(pb::LogRecord {
+                level: pb::Level::Fatal as i32,
+                ..record("auth", "last")
+            }),
+        })
+        .await
+        .expect("accepted");
+
+    for message in expected {
+        let got = next_record(&mut stream).await;
+        assert_eq!(got.message, message);
+        assert_eq!(got.gateway, gateway.instance);
+        assert!(got.received_time.is_some() && got.time.is_some());
+    }
+    assert_eq!(next_record(&mut stream).await.message, "last");
+}
+
+#[tokio::test]
+async fn tail_filters_on_node_trace_attributes_and_text() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut stream = client
+        .tail(pb::TailRequest {
+            nodes: vec!["pod-1".into()],
+            trace_id: trace.into(),
+            attributes: [("region".into(), "eu".into())].into(),
+            contains: "timeout".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tail opens")
+        .into_inner();
+    let matching = pb::LogRecord {
+        node: "pod-1".into(),
+        trace_id: trace.into(),
+        attributes: [("region".into(), "eu".into()), ("x".into(), "y".into())].into(),
+        ..record("api", "upstream timeout after 3s")
+    };
+    let records = vec![
+        pb::LogRecord {
+            node: "pod-2".into(),
+            ..matching.clone()
+        },
+        pb::LogRecord {
+            trace_id: String::new(),
+            ..matching.clone()
+        },
+        pb::LogRecord {
+            attributes: [("region".into(), "us".into())].into(),
+            ..matching.clone()
+        },
+        pb::LogRecord {
+            message: "all good".into(),
+            ..matching.clone()
+        },
+        matching.clone(),
+    ];
+    client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+    let got = next_record(&mut stream).await;
+    assert_eq!(
+        (got.node.as_str(), got.message.as_str()),
+        ("pod-1", "upstream timeout after 3s")
+    );
+    assert_eq!(got.attributes, matching.attributes);
+}
+
+#[tokio::test]
+async fn tail_skips_messages_that_are_not_loggate_records() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    let mut stream = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner();
+
+    // Someone else publishes garbage straight to the exchange.
+    let connection = lapin::Connection::connect(common::AMQP_URL, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    for body in [&b"not json"[..], b"{\"id\":1}", b"\xff\xfe"] {
+        channel
+            .basic_publish(
+                gateway.exchange.as_str().into(),
+                "foreign.info".into(),
+                Default::default(),
+                body,
+                Default::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+    client
+        .log(pb::LogRequest {
+            record: Some(record("real", "after the garbage")),
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(next_record(&mut stream).await.service, "real");
+}
+
+#[tokio::test]
+async fn cancelling_a_tail_leaves_no_consumer_or_channel_on_the_broker() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    let stream = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner();
+    let tail_connection = format!("loggate {} tail", gateway.instance);
+    assert_eq!(consumers_of_connection(&tail_connection), 1);
+    let channels = || {
+        connections_named(&tail_connection)
+            .first()
+            .map(|(_, _, channels)| *channels)
+    };
+    assert_eq!(channels(), Some(1));
+
+    drop(stream);
+    eventually("the stream consumer is cancelled", || {
+        consumers_of_connection(&tail_connection) == 0
+    })
+    .await;
+    eventually("the tail's channel is closed", || channels() == Some(0)).await;
+
+    // The gateway still serves tails afterwards.
+    let mut again = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client
+        .log(pb::LogRequest {
+            record: Some(record("s", "still works")),
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(next_record(&mut again).await.message, "still works");
+}
+
+#[tokio::test]
+async fn an_invalid_min_level_is_refused() {
+    let gateway = Gateway::start(&[]).await;
+    let status = gateway
+        .client()
+        .await
+        .tail(pb::TailRequest {
+            min_level: 99,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("min_level"),
+        "{}",
+        status.message()
+    );
+}

@@ -123,7 +123,7 @@ pub async fn run(
             stop.clone().cancelled_owned(),
         );
     tokio::pin!(serving);
-    info!(address = ?address, %instance, broker = %endpoint, exchange = %config.exchange, history = %config.history_queue, "serving");
+    info!(address = %address.map_or_else(|| "?".to_owned(), |a| a.to_string()), %instance, broker = %endpoint, exchange = %config.exchange, history = %config.history_queue, "serving");
 
     let served = tokio::select! {
         served = &mut serving => served,

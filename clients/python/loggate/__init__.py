@@ -1,0 +1,1 @@
+"""Generated loggate client stubs live in loggate/v1 (run generate.sh)."""

@@ -1,0 +1,343 @@
+//! The `loggate` binary as a person uses it: log, tail, serve.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{record, unique, Gateway, Probe, AMQP_URL, WAIT};
+use loggate::proto::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_loggate");
+
+fn loggate(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn output(args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(WAIT, loggate(args).output())
+        .await
+        .expect("the command finishes in time")
+        .expect("the binary runs")
+}
+
+fn assert_readable_failure(output: &std::process::Output) -> String {
+    assert!(!output.status.success(), "should fail");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        stderr.starts_with("loggate: "),
+        "one readable line: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    stderr
+}
+
+#[tokio::test]
+async fn log_prints_the_id_of_the_published_record() {
+    let gateway = Gateway::start(&[]).await;
+    let mut probe = Probe::bind(&gateway.exchange, "#").await;
+    let out = output(&[
+        "log",
+        "--server",
+        &gateway.url(),
+        "--service",
+        "billing",
+        "--level",
+        "error",
+        "--node",
+        "pod-3",
+        "--attr",
+        "order=42",
+        "--attr",
+        "note=a=b",
+        "card declined",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).expect("utf-8");
+    let id = id.trim();
+
+    let body = probe.next_json().await;
+    assert_eq!(body["id"], id);
+    assert_eq!(body["service"], "billing");
+    assert_eq!(body["level"], "error");
+    assert_eq!(body["node"], "pod-3");
+    assert_eq!(body["message"], "card declined");
+    assert_eq!(
+        body["attributes"],
+        serde_json::json!({"order": "42", "note": "a=b"})
+    );
+}
+
+#[tokio::test]
+async fn log_refuses_bad_input_with_a_readable_error() {
+    let gateway = Gateway::start(&[]).await;
+    let out = output(&[
+        "log",
+        "--server",
+        &gateway.url(),
+        "--service",
+        "bad.name",
+        "hi",
+    ])
+    .await;
+    let stderr = assert_readable_failure(&out);
+    assert!(stderr.contains("record.service"), "{stderr}");
+
+    let out = output(&[
+        "log",
+        "--server",
+        &gateway.url(),
+        "--service",
+        "s",
+        "--level",
+        "loud",
+        "hi",
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--level"), "clap names the flag: {stderr}");
+}
+
+#[tokio::test]
+async fn log_reports_an_unreachable_server() {
+    let out = output(&[
+        "log",
+        "--server",
+        "http://127.0.0.1:1",
+        "--service",
+        "s",
+        "hi",
+    ])
+    .await;
+    let stderr = assert_readable_failure(&out);
+    assert!(
+        stderr.contains("cannot reach loggate at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
+
+/// Starts `loggate tail` and waits until it is following: keeps logging a
+/// marker record until the tail prints one.
+async fn attached_tail(gateway: &Gateway, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let url = gateway.url();
+    let mut all = vec!["tail", "--server", &url];
+    all.extend_from_slice(args);
+    let mut child = loggate(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("tail starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut client = gateway.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        client
+            .log(pb::LogRequest {
+                // Passes every filter the tests use: --service marker, --level, --attr k=v.
+                record: Some(pb::LogRecord {
+                    level: pb::Level::Fatal as i32,
+                    attributes: [("k".into(), "v".into())].into(),
+                    ..record("marker", "attach")
+                }),
+            })
+            .await
+            .expect("marker accepted");
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            let line = line.expect("read").expect("a line");
+            assert!(line.contains("marker"), "{line}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tail never attached"
+        );
+    }
+    // Drain further markers that may already be on their way.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+    {
+        assert!(line.contains("marker"), "{line}");
+    }
+    (child, lines)
+}
+
+#[tokio::test]
+async fn tail_prints_json_lines_in_the_amqp_body_form() {
+    let gateway = Gateway::start(&[]).await;
+    let (mut child, mut lines) = attached_tail(
+        &gateway,
+        &[
+            "--output",
+            "json",
+            "--service",
+            "marker",
+            "--service",
+            "api",
+            "--attr",
+            "k=v",
+        ],
+    )
+    .await;
+    let mut client = gateway.client().await;
+    let records = vec![
+        pb::LogRecord {
+            attributes: [("k".into(), "v".into())].into(),
+            ..record("api", "first")
+        },
+        record("api", "no attribute: filtered out"),
+        pb::LogRecord {
+            attributes: [("k".into(), "v".into())].into(),
+            ..record("other", "other service: filtered out")
+        },
+        pb::LogRecord {
+            attributes: [("k".into(), "v".into())].into(),
+            ..record("api", "second")
+        },
+    ];
+    client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+    for expected in ["first", "second"] {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("in time")
+            .expect("read")
+            .expect("a line");
+        let body: serde_json::Value =
+            serde_json::from_str(&line).expect("one JSON object per line");
+        assert_eq!(body["message"], expected);
+        assert_eq!(body["service"], "api");
+        assert_eq!(body["gateway"], gateway.instance.as_str());
+    }
+    child.kill().await.expect("kill");
+}
+
+#[tokio::test]
+async fn tail_prints_text_lines() {
+    let gateway = Gateway::start(&[]).await;
+    let (mut child, mut lines) = attached_tail(&gateway, &["--level", "warn"]).await;
+    gateway
+        .client()
+        .await
+        .log_batch(pb::LogBatchRequest {
+            records: vec![
+                record("quiet", "info is below warn"),
+                pb::LogRecord {
+                    level: pb::Level::Warn as i32,
+                    node: "pod-9".into(),
+                    attributes: [("ms".into(), "950".into()), ("path".into(), "/a b".into())]
+                        .into(),
+                    time: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 5_000_000,
+                    }),
+                    ..record("checkout", "slow payment")
+                },
+            ],
+        })
+        .await
+        .expect("accepted");
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("in time")
+        .expect("read")
+        .expect("a line");
+    assert_eq!(
+        line,
+        "2023-11-14T22:13:20.005Z warn  checkout pod-9 slow payment ms=950 path=\"/a b\""
+    );
+    child.kill().await.expect("kill");
+}
+
+#[tokio::test]
+async fn serve_exits_non_zero_naming_the_broker_when_it_never_answers() {
+    let out = output(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--amqp-url",
+        "amqp://guest:hunter2@127.0.0.1:1/%2f",
+        "--broker-wait",
+        "1s",
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "never the password: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("loggate: ")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_exits_zero_on_sigterm() {
+    let exchange = unique("x");
+    let history = unique("history");
+    let _names = common::Names {
+        exchanges: vec![exchange.clone()],
+        queues: vec![history.clone()],
+    };
+    let mut child = loggate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--amqp-url",
+        AMQP_URL,
+        "--exchange",
+        &exchange,
+        "--history-queue",
+        &history,
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // The log is plain text when stderr is not a terminal.
+    let serving = tokio::time::timeout(WAIT, async {
+        while let Some(line) = stderr.next_line().await.expect("read") {
+            if line.contains("serving") {
+                return line;
+            }
+        }
+        panic!("serve exited before serving");
+    })
+    .await
+    .expect("serving in time");
+    assert!(serving.contains("address=127.0.0.1:"), "{serving}");
+
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within 10 s")
+        .expect("status");
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}");
+}

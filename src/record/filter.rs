@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::validate::{check_level, Invalid};
+use super::traceparent::is_trace_id;
+use super::validate::{check_level, check_service, Invalid};
 use super::{Level, Record};
 use crate::proto::v1 as pb;
 
@@ -23,8 +24,19 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Reads the criteria of a `TailRequest`.
+    /// Reads the criteria of a `TailRequest`. A criterion that no record could
+    /// ever match (a malformed service name or trace id) is refused rather than
+    /// left to follow nothing forever.
     pub fn from_request(request: &pb::TailRequest) -> Result<Filter, Invalid> {
+        for (i, service) in request.services.iter().enumerate() {
+            check_service(service).map_err(|e| Invalid::new(format!("services[{i}]"), e.reason))?;
+        }
+        if !request.trace_id.is_empty() && !is_trace_id(&request.trace_id) {
+            return Err(Invalid::new(
+                "trace_id",
+                "must be 32 lowercase hex digits, not all zeros",
+            ));
+        }
         let min_level = match request.min_level {
             0 => None,
             n => Some(check_level(n).map_err(|e| Invalid::new("min_level", e.reason))?),
@@ -118,6 +130,22 @@ mod tests {
         assert!(!f.matches(&record("a", Level::Info)));
         assert!(f.matches(&record("a", Level::Warn)));
         assert!(f.matches(&record("a", Level::Fatal)));
+    }
+
+    #[test]
+    fn criteria_that_can_never_match_are_refused() {
+        let bad_service = Filter::from_request(&pb::TailRequest {
+            services: vec!["ok".into(), "not.ok".into()],
+            ..Default::default()
+        })
+        .expect_err("refused");
+        assert_eq!(bad_service.field, "services[1]");
+        let bad_trace = Filter::from_request(&pb::TailRequest {
+            trace_id: "XYZ".into(),
+            ..Default::default()
+        })
+        .expect_err("refused");
+        assert_eq!(bad_trace.field, "trace_id");
     }
 
     #[test]

@@ -86,6 +86,21 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_PUBLISH_CHANNELS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub publish_channels: u16,
 
+    /// Pack up to N records that share a routing key into one AMQP message
+    /// (application/x-ndjson). 1 = one message per record. Only for exchanges
+    /// whose consumers understand the packed form (loggate's Tail does).
+    #[arg(long, env = "LOGGATE_AMQP_BATCH_RECORDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub amqp_batch_records: u32,
+
+    /// Records one LogStream may have published but not yet confirmed; past
+    /// it, the gateway stops reading that stream (gRPC flow control pushes back).
+    #[arg(long, env = "LOGGATE_STREAM_INFLIGHT", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_inflight: u32,
+
+    /// Records all calls together may have published but not yet confirmed.
+    #[arg(long, env = "LOGGATE_MAX_INFLIGHT", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inflight: u32,
+
     /// Unacknowledged stream deliveries per Tail (the broker's prefetch).
     #[arg(long, env = "LOGGATE_TAIL_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_prefetch: u16,

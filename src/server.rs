@@ -11,7 +11,9 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 use tracing::{info, warn};
 
 use crate::api::{Gateway, GatewaySettings};
-use crate::broker::{self, Endpoint, Publisher, Retention, StreamSource, Topology};
+use crate::broker::{
+    self, Endpoint, Publisher, PublisherSettings, Retention, StreamSource, Topology,
+};
 use crate::config::ServeConfig;
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
 use crate::record::Limits;
@@ -59,8 +61,12 @@ pub async fn run(
             format!("loggate {instance} publish"),
             config.broker_wait,
             topology,
-            usize::from(config.publish_channels),
-            config.publish_timeout,
+            PublisherSettings {
+                channels: usize::from(config.publish_channels),
+                timeout: config.publish_timeout,
+                batch_records: config.amqp_batch_records as usize,
+                max_inflight: config.max_inflight as usize,
+            },
         ),
         StreamSource::connect(
             endpoint.clone(),
@@ -107,6 +113,7 @@ pub async fn run(
             },
             max_batch: config.max_batch as usize,
             tail_buffer: usize::from(config.tail_buffer),
+            stream_inflight: config.stream_inflight as usize,
         },
         stop.clone(),
     );

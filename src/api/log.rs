@@ -32,20 +32,34 @@ pub(super) async fn log_batch(
 ) -> Result<Response<pb::LogBatchResponse>, Status> {
     let traceparent = traceparent(request.metadata());
     let inputs = request.into_inner().records;
-    if inputs.len() > gateway.max_batch {
+    let records = accept_batch(
+        &acceptance(gateway, traceparent.as_ref()),
+        inputs,
+        gateway.max_batch,
+    )?;
+    gateway.publisher.publish(&records).await?;
+    Ok(Response::new(pb::LogBatchResponse {
+        ids: records.into_iter().map(|r| r.id).collect(),
+    }))
+}
+
+/// Validates every record of a batch before any is published; the error names
+/// the record's index.
+pub(super) fn accept_batch(
+    acceptance: &Acceptance<'_>,
+    inputs: Vec<pb::LogRecord>,
+    max_batch: usize,
+) -> Result<Vec<Record>, Invalid> {
+    if inputs.len() > max_batch {
         return Err(Invalid::new(
             "records",
             format_args!(
-                "{} records, more than the limit of {} (--max-batch)",
-                inputs.len(),
-                gateway.max_batch
+                "{} records, more than the limit of {max_batch} (--max-batch)",
+                inputs.len()
             ),
-        )
-        .into());
+        ));
     }
-    // Every record is validated before any is published.
-    let acceptance = acceptance(gateway, traceparent.as_ref());
-    let records = inputs
+    inputs
         .into_iter()
         .enumerate()
         .map(|(i, input)| {
@@ -53,14 +67,13 @@ pub(super) async fn log_batch(
                 .accept(input)
                 .map_err(|e| e.within(&format!("records[{i}]")))
         })
-        .collect::<Result<Vec<Record>, Invalid>>()?;
-    gateway.publisher.publish(&records).await?;
-    Ok(Response::new(pb::LogBatchResponse {
-        ids: records.into_iter().map(|r| r.id).collect(),
-    }))
+        .collect()
 }
 
-fn acceptance<'a>(gateway: &'a Gateway, traceparent: Option<&'a TraceParent>) -> Acceptance<'a> {
+pub(super) fn acceptance<'a>(
+    gateway: &'a Gateway,
+    traceparent: Option<&'a TraceParent>,
+) -> Acceptance<'a> {
     Acceptance {
         received_time: OffsetDateTime::now_utc(),
         gateway: &gateway.instance,
@@ -70,7 +83,7 @@ fn acceptance<'a>(gateway: &'a Gateway, traceparent: Option<&'a TraceParent>) ->
 }
 
 /// The call's W3C `traceparent` metadata, if present and valid.
-fn traceparent(metadata: &MetadataMap) -> Option<TraceParent> {
+pub(super) fn traceparent(metadata: &MetadataMap) -> Option<TraceParent> {
     metadata
         .get("traceparent")
         .and_then(|value| value.to_str().ok())

@@ -3,6 +3,7 @@
 
 mod log;
 mod status;
+mod stream;
 mod tail;
 
 use std::{pin::Pin, sync::Arc};
@@ -26,6 +27,8 @@ pub struct Gateway {
     max_batch: usize,
     /// Responses buffered per Tail before the follower waits for the client.
     tail_buffer: usize,
+    /// Unconfirmed records one LogStream may have before it stops reading.
+    stream_inflight: usize,
     /// Cancelled when the gateway shuts down: tails end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
@@ -36,6 +39,7 @@ pub struct GatewaySettings {
     pub limits: Limits,
     pub max_batch: usize,
     pub tail_buffer: usize,
+    pub stream_inflight: usize,
 }
 
 impl Gateway {
@@ -52,12 +56,14 @@ impl Gateway {
             limits: settings.limits,
             max_batch: settings.max_batch,
             tail_buffer: settings.tail_buffer.max(1),
+            stream_inflight: settings.stream_inflight.max(1),
             shutdown,
         }
     }
 }
 
 type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailResponse, Status>> + Send>>;
+type LogStreamStream = Pin<Box<dyn Stream<Item = Result<pb::LogStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::log_gateway_server::LogGateway for Gateway {
@@ -73,6 +79,15 @@ impl pb::log_gateway_server::LogGateway for Gateway {
         request: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         log::log_batch(self, request).await
+    }
+
+    type LogStreamStream = LogStreamStream;
+
+    async fn log_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::LogStreamRequest>>,
+    ) -> Result<Response<Self::LogStreamStream>, Status> {
+        stream::log_stream(self, request).await
     }
 
     type TailStream = TailStream;

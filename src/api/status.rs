@@ -22,7 +22,7 @@ impl From<broker::Error> for Status {
         match &error {
             E::Unroutable { .. } => Status::failed_precondition(error.to_string()),
             E::ShuttingDown => Status::unavailable(error.to_string()),
-            E::NotConnected(_) | E::Nacked | E::ConfirmTimeout(_) => {
+            E::NotConnected(_) | E::Nacked | E::ConfirmTimeout(_) | E::Busy(_) => {
                 warn!(%error, "publish failed");
                 Status::unavailable(error.to_string())
             }

@@ -36,9 +36,10 @@ type Sender = mpsc::Sender<Result<pb::TailResponse, Status>>;
 /// reader, so no consumer is left behind on the broker.
 async fn follow(mut reader: StreamReader, filter: Filter, tx: Sender, shutdown: CancellationToken) {
     debug!("tail started");
-    let ending = loop {
+    let shutting_down = || Some(Status::unavailable("the gateway is shutting down"));
+    let ending = 'follow: loop {
         let message = tokio::select! {
-            () = shutdown.cancelled() => break Some(Status::unavailable("the gateway is shutting down")),
+            () = shutdown.cancelled() => break shutting_down(),
             () = tx.closed() => break None,
             next = reader.next() => match next {
                 Ok(Some(message)) => message,
@@ -46,16 +47,16 @@ async fn follow(mut reader: StreamReader, filter: Filter, tx: Sender, shutdown: 
                 Err(error) => break Some(Status::from(error)),
             },
         };
-        if let Some(record) = decode(&message).filter(|r| filter.matches(r)) {
+        for record in decode(&message).into_iter().filter(|r| filter.matches(r)) {
             let response = pb::TailResponse {
                 event: Some(pb::tail_response::Event::Record(record.into())),
             };
             tokio::select! {
-                () = shutdown.cancelled() => break Some(Status::unavailable("the gateway is shutting down")),
-                sent = tx.send(Ok(response)) => if sent.is_err() { break None },
+                () = shutdown.cancelled() => break 'follow shutting_down(),
+                sent = tx.send(Ok(response)) => if sent.is_err() { break 'follow None },
             }
         }
-        // Acks are stream credit: ack only once the record was handed to gRPC.
+        // Acks are stream credit: ack only once the records were handed to gRPC.
         if let Err(error) = reader.ack(&message).await {
             break Some(Status::from(error));
         }
@@ -67,14 +68,18 @@ async fn follow(mut reader: StreamReader, filter: Filter, tx: Sender, shutdown: 
     debug!("tail ended");
 }
 
-/// A loggate record, or `None` (logged) for anything else someone published to
-/// the exchange: the broker is input too, and must not crash a tail.
-fn decode(message: &StreamMessage) -> Option<Record> {
-    match Record::from_json(&message.body) {
-        Ok(record) => Some(record),
-        Err(error) => {
-            warn!(offset = ?message.offset, content_type = ?message.content_type, %error, "skipping a message that is not a loggate record");
-            None
-        }
-    }
+/// The loggate records in a message (one, or several when packed); anything
+/// else someone published to the exchange is skipped and logged: the broker
+/// is input too, and must not crash a tail.
+fn decode(message: &StreamMessage) -> Vec<Record> {
+    Record::from_message(message.content_type.as_deref(), &message.body)
+        .into_iter()
+        .filter_map(|decoded| match decoded {
+            Ok(record) => Some(record),
+            Err(error) => {
+                warn!(offset = ?message.offset, content_type = ?message.content_type, %error, "skipping a message that is not a loggate record");
+                None
+            }
+        })
+        .collect()
 }

@@ -28,6 +28,10 @@ pub enum Error {
     /// No confirm arrived within `--publish-timeout`.
     #[error("RabbitMQ did not confirm within {}", humantime::format_duration(*.0))]
     ConfirmTimeout(Duration),
+    /// More than `--max-inflight` records awaited confirms for the whole
+    /// `--publish-timeout`: the broker is not keeping up.
+    #[error("the gateway has too many records awaiting RabbitMQ's confirms; none was free within {}", humantime::format_duration(*.0))]
+    Busy(Duration),
     /// The gateway is stopping and takes no new work.
     #[error("the gateway is shutting down")]
     ShuttingDown,

@@ -5,12 +5,13 @@
 mod endpoint;
 mod error;
 mod link;
+mod outgoing;
 mod publisher;
 mod stream_reader;
 mod topology;
 
 pub use endpoint::Endpoint;
 pub use error::Error;
-pub use publisher::Publisher;
+pub use publisher::{Confirms, Publisher, PublisherSettings};
 pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
 pub use topology::{Retention, Topology};

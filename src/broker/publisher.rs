@@ -13,15 +13,22 @@ use std::{
     time::Duration,
 };
 
+use std::{future::Future, pin::Pin, task::Poll};
+
+use futures::future::MaybeDone;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel, Confirmation, Connection,
+    types::ShortString,
+    Channel, Confirmation, Connection, PublisherConfirm,
 };
-use tokio::sync::watch;
+use tokio::{
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
 use super::{
     link::{Link, Prepare, Session},
+    outgoing::Outgoing,
     Endpoint, Error, Topology,
 };
 use crate::record::Record;
@@ -95,14 +102,31 @@ async fn confirm_channel(connection: &Connection) -> Result<Channel, Error> {
     Ok(channel)
 }
 
+/// How a [`Publisher`] publishes.
+#[derive(Debug, Clone)]
+pub struct PublisherSettings {
+    /// Confirm-mode channels that concurrent calls share.
+    pub channels: usize,
+    /// How long a call waits for its confirms (`--publish-timeout`).
+    pub timeout: Duration,
+    /// Records packed per AMQP message (`--amqp-batch-records`); 1 = one each.
+    pub batch_records: usize,
+    /// Records published but not yet confirmed, across all calls (`--max-inflight`).
+    pub max_inflight: usize,
+}
+
 /// Publishes records to the exchange with publisher confirms.
 pub struct Publisher {
     link: Link<PublishSession>,
     exchange: ShortString,
-    /// How long a call waits for its confirms (`--publish-timeout`).
     timeout: Duration,
     /// Round-robin cursor over the channel pool.
     next: AtomicUsize,
+    batch_records: usize,
+    /// One permit per record awaiting its confirm: the gateway-wide bound on
+    /// what the broker has not yet taken responsibility for.
+    inflight: Arc<Semaphore>,
+    max_inflight: u32,
 }
 
 impl Publisher {
@@ -113,12 +137,14 @@ impl Publisher {
         connection_name: String,
         wait: Duration,
         topology: Topology,
-        channels: usize,
-        timeout: Duration,
+        settings: PublisherSettings,
     ) -> Result<Publisher, Error> {
         let exchange = ShortString::from(topology.exchange.as_str());
         let topology = Arc::new(topology);
-        let channels = channels.max(1);
+        let channels = settings.channels.max(1);
+        let max_inflight = u32::try_from(settings.max_inflight.max(1))
+            .unwrap_or(u32::MAX)
+            .min(u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         let prepare: Prepare<PublishSession> = Arc::new(move |connection| {
             let topology = Arc::clone(&topology);
             Box::pin(async move { PublishSession::open(connection, &topology, channels).await })
@@ -127,61 +153,87 @@ impl Publisher {
         Ok(Publisher {
             link,
             exchange,
-            timeout,
+            timeout: settings.timeout,
             next: AtomicUsize::new(0),
+            batch_records: settings.batch_records.max(1),
+            inflight: Arc::new(Semaphore::new(max_inflight as usize)),
+            max_inflight,
         })
     }
 
     /// Publishes `records` in order on one channel and waits until the broker
     /// has confirmed every one, or until `--publish-timeout`.
     pub async fn publish(&self, records: &[Record]) -> Result<(), Error> {
-        let session = self.link.session()?;
-        let slot = self.next.fetch_add(1, Ordering::Relaxed);
-        let work = async {
-            let channel = session.channel(slot).await?;
-            let mut pending = Vec::with_capacity(records.len());
-            let mut body = Vec::with_capacity(512);
-            for record in records {
-                body.clear();
-                record.encode_into(&mut body);
-                let routing_key = record.routing_key();
-                let confirm = channel
-                    .basic_publish(
-                        self.exchange.clone(),
-                        ShortString::from(routing_key),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &body,
-                        properties(record),
-                    )
-                    .await?;
-                pending.push(confirm);
-            }
-            for (confirm, record) in pending.into_iter().zip(records) {
-                self.check(confirm.await?, record)?;
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::ConfirmTimeout(self.timeout)),
-        }
+        let deadline = Instant::now() + self.timeout;
+        let confirms = self.send(self.lane(), records, deadline).await?;
+        confirms.wait().await
     }
 
-    fn check(&self, confirmation: Confirmation, record: &Record) -> Result<(), Error> {
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_returned)) => Err(Error::Unroutable {
-                exchange: self.exchange.to_string(),
-                routing_key: record.routing_key(),
-            }),
-            Confirmation::Nack(_) => Err(Error::Nacked),
-            // Every pool channel is in confirm mode; reaching this is a bug,
-            // and "no confirm" must never be reported as accepted.
-            Confirmation::NotRequested => Err(Error::Nacked),
-        }
+    /// How long a call waits for its confirms (`--publish-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A channel slot for a caller that wants all its publishes on one channel
+    /// (a LogStream keeps one, so its requests reach the broker in order).
+    pub fn lane(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Hands every record's message to the channel of `lane`, in order, and
+    /// returns without waiting for the broker: await [`Confirms::wait`] for that.
+    /// Once this returns, a later `send` on the same lane is published after.
+    pub async fn send(
+        &self,
+        lane: usize,
+        records: &[Record],
+        deadline: Instant,
+    ) -> Result<Confirms, Error> {
+        let session = self.link.session()?;
+        // A call larger than the whole bound takes all of it, rather than wait forever.
+        let wanted = u32::try_from(records.len())
+            .unwrap_or(u32::MAX)
+            .min(self.max_inflight);
+        let permit = tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&self.inflight).acquire_many_owned(wanted),
+        )
+        .await
+        .map_err(|_| Error::Busy(self.timeout))?
+        .map_err(|_| Error::ShuttingDown)?;
+        let outgoing = Outgoing::pack(records, self.batch_records);
+        let sending = async {
+            let channel = session.channel(lane).await?;
+            let publishes = outgoing.messages.iter().map(|message| {
+                channel.basic_publish(
+                    self.exchange.clone(),
+                    ShortString::from(message.routing_key.as_str()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &outgoing.body[message.body.clone()],
+                    message.properties.clone(),
+                )
+            });
+            let sent = in_order(publishes).await;
+            let mut confirms = Vec::with_capacity(sent.len());
+            for (confirm, message) in sent.into_iter().zip(&outgoing.messages) {
+                confirms.push((confirm?, message.routing_key.clone()));
+            }
+            Ok::<_, Error>(confirms)
+        };
+        let confirms = match tokio::time::timeout_at(deadline, sending).await {
+            Ok(confirms) => confirms?,
+            Err(_) => return Err(Error::ConfirmTimeout(self.timeout)),
+        };
+        Ok(Confirms {
+            confirms,
+            exchange: self.exchange.clone(),
+            deadline,
+            timeout: self.timeout,
+            _permit: permit,
+        })
     }
 
     /// `true` while connected; changes when the connection drops or recovers.
@@ -195,27 +247,80 @@ impl Publisher {
     }
 }
 
-/// The documented AMQP properties of a record's message.
-fn properties(record: &Record) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert("service".into(), long_string(&record.service));
-    headers.insert("level".into(), long_string(record.level.as_str()));
-    if !record.node.is_empty() {
-        headers.insert("node".into(), long_string(&record.node));
-    }
-    if !record.trace_id.is_empty() {
-        headers.insert("trace_id".into(), long_string(&record.trace_id));
-    }
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(ShortString::from(record.id.as_str()))
-        .with_timestamp(u64::try_from(record.time.unix_timestamp()).unwrap_or(0))
-        .with_app_id("loggate".into())
-        .with_type("loggate.v1.LogRecord".into())
-        .with_headers(headers)
+/// The broker's answers for one `send`, still to come.
+pub struct Confirms {
+    confirms: Vec<(PublisherConfirm, String)>,
+    exchange: ShortString,
+    deadline: Instant,
+    timeout: Duration,
+    /// Returned to the in-flight bound when the confirms are in (or given up on).
+    _permit: OwnedSemaphorePermit,
 }
 
-fn long_string(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
+impl Confirms {
+    /// Waits until every message is confirmed: Ok only if all were acked and
+    /// none was returned unroutable.
+    pub async fn wait(self) -> Result<(), Error> {
+        let Confirms {
+            confirms,
+            exchange,
+            deadline,
+            timeout,
+            _permit,
+        } = self;
+        let waiting = async {
+            // Confirms arrive independently; awaiting them one after another
+            // costs only the slowest.
+            for (confirm, routing_key) in confirms {
+                match confirm.await? {
+                    Confirmation::Ack(None) => {}
+                    Confirmation::Ack(Some(_returned)) => {
+                        return Err(Error::Unroutable {
+                            exchange: exchange.to_string(),
+                            routing_key,
+                        })
+                    }
+                    Confirmation::Nack(_) => return Err(Error::Nacked),
+                    // Every pool channel is in confirm mode: reaching this is a
+                    // bug, and "no confirm" must never count as accepted.
+                    Confirmation::NotRequested => return Err(Error::Nacked),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout_at(deadline, waiting).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConfirmTimeout(timeout)),
+        }
+    }
+}
+
+/// Drives `futures` to completion, giving each its first poll in order.
+///
+/// lapin assigns a publish its delivery tag and queues its frames during the
+/// first poll of `basic_publish`, so this issues a whole batch back to back
+/// (no round trip to the I/O loop per record) and still in the given order.
+async fn in_order<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<MaybeDone<Pin<Box<F>>>> =
+        futures.map(|f| MaybeDone::Future(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for future in &mut pending {
+            done &= Pin::new(future).poll(cx).is_ready();
+        }
+        if done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    pending
+        .iter_mut()
+        .map(|f| {
+            Pin::new(f)
+                .take_output()
+                .expect("every future completed above")
+        })
+        .collect()
 }

@@ -24,7 +24,24 @@ impl Record {
     pub fn from_json(body: &[u8]) -> Result<Record, BodyError> {
         Ok(serde_json::from_slice(body)?)
     }
+
+    /// Reads an AMQP message body in either form: one JSON object
+    /// (`application/json`, or no content type) or several, one per line
+    /// (`application/x-ndjson`, `--amqp-batch-records`).
+    pub fn from_message(content_type: Option<&str>, body: &[u8]) -> Vec<Result<Record, BodyError>> {
+        if content_type == Some(NDJSON) {
+            body.split(|&b| b == b'\n')
+                .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                .map(Record::from_json)
+                .collect()
+        } else {
+            vec![Record::from_json(body)]
+        }
+    }
 }
+
+/// The content type of a message that packs several records, one per line.
+pub const NDJSON: &str = "application/x-ndjson";
 
 #[cfg(test)]
 mod tests {
@@ -123,6 +140,23 @@ mod tests {
         ] {
             assert!(Record::from_json(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_message_body_is_read_in_either_form() {
+        let one = record();
+        let mut packed = one.to_json();
+        packed.push(b'\n');
+        packed.extend_from_slice(&one.to_json());
+        packed.extend_from_slice(b"\n\n");
+        let records = Record::from_message(Some(NDJSON), &packed);
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r.as_ref().ok() == Some(&one)));
+        let single = Record::from_message(Some("application/json"), &one.to_json());
+        assert_eq!(single.len(), 1);
+        let bad = Record::from_message(Some(NDJSON), b"{}\nnot json\n");
+        assert_eq!(bad.len(), 2);
+        assert!(bad.iter().all(Result::is_err));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use body::BodyError;
+pub use body::{BodyError, NDJSON};
 pub use filter::Filter;
 pub use level::Level;
 pub use traceparent::TraceParent;

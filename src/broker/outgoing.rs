@@ -1,0 +1,231 @@
+//! Records → AMQP messages: the documented properties, and one shared body
+//! buffer per call (lapin copies the bytes into frames, so one allocation
+//! serves every message of the call).
+
+use std::{collections::HashMap, ops::Range};
+
+use lapin::{
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties,
+};
+
+use crate::record::{Record, NDJSON};
+
+/// `content_type` of a message holding one record.
+pub const JSON: &str = "application/json";
+
+/// The messages of one call, ready to publish in order.
+pub(crate) struct Outgoing {
+    /// Every message body, back to back.
+    pub body: Vec<u8>,
+    pub messages: Vec<Message>,
+}
+
+pub(crate) struct Message {
+    pub routing_key: String,
+    /// This message's bytes in `Outgoing::body`.
+    pub body: Range<usize>,
+    pub properties: BasicProperties,
+}
+
+impl Outgoing {
+    /// One message per record when `batch_records` is 1. Otherwise records that
+    /// share a routing key are packed, up to `batch_records` per message, in
+    /// their given order; groups go out in the order their key first appears.
+    pub fn pack(records: &[Record], batch_records: usize) -> Outgoing {
+        let mut body = Vec::with_capacity(records.iter().map(estimated_size).sum());
+        if batch_records <= 1 {
+            let messages = records
+                .iter()
+                .map(|record| {
+                    let start = body.len();
+                    record.encode_into(&mut body);
+                    Message {
+                        routing_key: record.routing_key(),
+                        body: start..body.len(),
+                        properties: single_properties(record),
+                    }
+                })
+                .collect();
+            return Outgoing { body, messages };
+        }
+
+        let mut groups: Vec<(String, Vec<&Record>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for record in records {
+            let key = record.routing_key();
+            let slot = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(record);
+        }
+        let mut messages = Vec::new();
+        for (routing_key, members) in groups {
+            for chunk in members.chunks(batch_records) {
+                let start = body.len();
+                for record in chunk {
+                    record.encode_into(&mut body);
+                    body.push(b'\n');
+                }
+                messages.push(Message {
+                    routing_key: routing_key.clone(),
+                    body: start..body.len(),
+                    properties: packed_properties(chunk),
+                });
+            }
+        }
+        Outgoing { body, messages }
+    }
+}
+
+fn estimated_size(record: &Record) -> usize {
+    // Fixed keys and times, plus the variable parts.
+    200 + record.message.len()
+        + record.service.len()
+        + record.node.len()
+        + record
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>()
+}
+
+/// A one-record message: the properties the README documents.
+fn single_properties(record: &Record) -> BasicProperties {
+    let mut headers = common_headers(record);
+    if !record.node.is_empty() {
+        headers.insert("node".into(), long_string(&record.node));
+    }
+    if !record.trace_id.is_empty() {
+        headers.insert("trace_id".into(), long_string(&record.trace_id));
+    }
+    base_properties(record, JSON)
+        .with_message_id(ShortString::from(record.id.as_str()))
+        .with_headers(headers)
+}
+
+/// A packed message: `records` = how many lines; `message_id` and
+/// `timestamp` are the first record's.
+fn packed_properties(records: &[&Record]) -> BasicProperties {
+    let first = records[0];
+    let mut headers = common_headers(first);
+    headers.insert(
+        "records".into(),
+        AMQPValue::LongLongInt(i64::try_from(records.len()).unwrap_or(i64::MAX)),
+    );
+    base_properties(first, NDJSON)
+        .with_message_id(ShortString::from(first.id.as_str()))
+        .with_headers(headers)
+}
+
+fn base_properties(record: &Record, content_type: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(content_type.into())
+        .with_timestamp(u64::try_from(record.time.unix_timestamp()).unwrap_or(0))
+        .with_app_id("loggate".into())
+        .with_type("loggate.v1.LogRecord".into())
+}
+
+fn common_headers(record: &Record) -> FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert("service".into(), long_string(&record.service));
+    headers.insert("level".into(), long_string(record.level.as_str()));
+    headers
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::record::Level;
+
+    fn record(service: &str, level: Level, message: &str) -> Record {
+        Record {
+            id: format!("id-{message}"),
+            time: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid"),
+            received_time: OffsetDateTime::UNIX_EPOCH,
+            service: service.into(),
+            node: String::new(),
+            level,
+            message: message.into(),
+            attributes: Default::default(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            gateway: "gw".into(),
+        }
+    }
+
+    #[test]
+    fn one_message_per_record_by_default() {
+        let records = [record("a", Level::Info, "1"), record("b", Level::Warn, "2")];
+        let out = Outgoing::pack(&records, 1);
+        assert_eq!(out.messages.len(), 2);
+        for (message, record) in out.messages.iter().zip(&records) {
+            assert_eq!(message.routing_key, record.routing_key());
+            let decoded = Record::from_json(&out.body[message.body.clone()]).expect("json");
+            assert_eq!(&decoded, record);
+            assert_eq!(
+                message
+                    .properties
+                    .content_type()
+                    .as_ref()
+                    .map(|s| s.as_str()),
+                Some(JSON)
+            );
+        }
+    }
+
+    #[test]
+    fn packing_groups_by_routing_key_and_keeps_order_within_a_key() {
+        let records: Vec<Record> = (0..7)
+            .map(|i| {
+                let service = if i % 2 == 0 { "even" } else { "odd" };
+                record(service, Level::Info, &i.to_string())
+            })
+            .collect();
+        let out = Outgoing::pack(&records, 3);
+        let summary: Vec<(String, Vec<String>)> = out
+            .messages
+            .iter()
+            .map(|m| {
+                let lines = out.body[m.body.clone()]
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| Record::from_json(l).expect("line").message)
+                    .collect();
+                (m.routing_key.clone(), lines)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "even.info".to_owned(),
+                    vec!["0".to_owned(), "2".into(), "4".into()]
+                ),
+                ("even.info".to_owned(), vec!["6".to_owned()]),
+                (
+                    "odd.info".to_owned(),
+                    vec!["1".to_owned(), "3".into(), "5".into()]
+                ),
+            ]
+        );
+        let first = &out.messages[0].properties;
+        assert_eq!(
+            first.content_type().as_ref().map(|s| s.as_str()),
+            Some(NDJSON)
+        );
+        let count = first
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("records").cloned());
+        assert_eq!(count, Some(AMQPValue::LongLongInt(3)));
+    }
+}

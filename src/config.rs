@@ -27,6 +27,8 @@ pub enum Command {
     Log(LogArgs),
     /// Follow records live.
     Tail(TailArgs),
+    /// Measure a gateway against RabbitMQ's own ceiling, and check nothing was lost.
+    Bench(BenchArgs),
 }
 
 /// The gateway's configuration.
@@ -321,4 +323,72 @@ mod tests {
         assert!(key_value("=b").is_err());
         assert!(key_value("ab").is_err());
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// One Log call per record.
+    Unary,
+    /// LogBatch calls of --batch-size records.
+    Batch,
+    /// One LogStream per client, pipelining requests of --batch-size records.
+    Stream,
+}
+
+/// `loggate bench`: by default it starts its own gateway (this binary, with
+/// unique exchange and stream names, deleted afterwards), so the numbers and
+/// the loss check cover exactly this run.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = BenchMode::Batch)]
+    pub mode: BenchMode,
+
+    /// Records to send through the gateway.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub records: u64,
+
+    /// Concurrent clients, each on its own connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// Records per LogBatch call or LogStream request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Approximate size of one record's JSON body, in bytes.
+    #[arg(long, default_value_t = 220, value_parser = clap::value_parser!(u32).range(200..=1_000_000))]
+    pub record_bytes: u32,
+
+    /// RabbitMQ for the direct-publish ceiling, the loss check, and the spawned gateway.
+    #[arg(
+        long,
+        env = "LOGGATE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Drive this running gateway instead of starting one (then give --history-queue).
+    #[arg(long, requires = "history_queue")]
+    pub server: Option<String>,
+
+    /// The external gateway's history stream, read to check every acked record.
+    #[arg(long)]
+    pub history_queue: Option<String>,
+
+    /// The external gateway's process id, for its RSS and CPU time.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+
+    /// Passed to the spawned gateway: records packed per AMQP message.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub amqp_batch_records: u32,
+
+    /// Skip the direct-publish ceiling (faster; no ratio).
+    #[arg(long)]
+    pub skip_direct: bool,
+
+    /// Records published directly to RabbitMQ for the ceiling (per channel count).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub direct_records: u64,
 }

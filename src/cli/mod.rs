@@ -1,6 +1,7 @@
 //! The client subcommands (`log`, `tail`): what a person at a terminal uses.
 //! Their errors are sentences, never panics or backtraces.
 
+pub mod bench;
 pub mod log;
 pub mod tail;
 

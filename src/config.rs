@@ -100,7 +100,7 @@ pub struct ServeConfig {
     pub stream_inflight: u32,
 
     /// Records all calls together may have published but not yet confirmed.
-    #[arg(long, env = "LOGGATE_MAX_INFLIGHT", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "LOGGATE_MAX_INFLIGHT", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_inflight: u32,
 
     /// Unacknowledged stream deliveries per Tail (the broker's prefetch).
@@ -387,6 +387,10 @@ pub struct BenchArgs {
     /// Skip the direct-publish ceiling (faster; no ratio).
     #[arg(long)]
     pub skip_direct: bool,
+
+    /// A flag for the spawned gateway, e.g. --gateway-arg=--publish-channels=8; repeatable.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
 
     /// Records published directly to RabbitMQ for the ceiling (per channel count).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]

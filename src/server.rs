@@ -4,9 +4,8 @@
 use std::{future::Future, sync::Arc};
 
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::{server::HealthReporter, ServingStatus};
 use tracing::{info, warn};
 
@@ -20,6 +19,11 @@ use crate::record::Limits;
 
 /// The gRPC service name that health reports on, besides the overall "".
 const SERVICE_NAME: &str = "loggate.v1.LogGateway";
+/// Idle time before TCP keepalive probes a client connection.
+const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+/// HTTP/2 flow-control windows (see `run`).
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Largest gRPC request accepted: a full batch of large records fits.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -120,15 +124,23 @@ pub async fn run(
     let gateway = LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let address = listener.local_addr().ok();
+    // Without TCP_NODELAY a response's frames wait for the client's delayed
+    // ACK (Nagle): 40 ms per pipelined call. Keepalive notices vanished peers.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     let serving = Server::builder()
+        // Flow control is LogStream's backpressure: a window of 256 KiB per
+        // stream (about a thousand typical records) keeps what a stream can
+        // park in the gateway small, and is still far above the bandwidth-delay
+        // product of a data-centre link. hyper's default is 1 MiB.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(gateway)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            stop.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     tokio::pin!(serving);
     info!(address = %address.map_or_else(|| "?".to_owned(), |a| a.to_string()), %instance, broker = %endpoint, exchange = %config.exchange, history = %config.history_queue, "serving");
 

@@ -22,7 +22,7 @@ use tracing::{debug, info_span, Instrument};
 
 use super::log::{accept_batch, traceparent};
 use super::{Gateway, LogStreamStream};
-use crate::broker::Publisher;
+use crate::broker::{Publisher, Reservation};
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, TraceParent};
 
@@ -85,10 +85,10 @@ impl Producer {
             };
             match request {
                 Ok(Some(request)) => {
-                    let Some(permit) = self.admit(&request, &answers).await else {
+                    let Some(admission) = self.admit(&request, &answers).await else {
                         break None;
                     };
-                    self.start(request, permit, &answers, &mut confirming).await;
+                    self.start(request, admission, &answers, &mut confirming).await;
                 }
                 // The client half-closed: answer what is in flight, then end OK.
                 Ok(None) => break None,
@@ -105,18 +105,26 @@ impl Producer {
         }
     }
 
-    /// Waits until this request's records fit in the stream's in-flight bound.
-    /// `None` when the client left or the gateway is stopping meanwhile.
+    /// Waits until this request's records fit in the stream's bound and in the
+    /// gateway's. `None` when the client left or the gateway is stopping meanwhile.
     async fn admit(
         &self,
         request: &pb::LogStreamRequest,
         answers: &Answers,
-    ) -> Option<OwnedSemaphorePermit> {
+    ) -> Option<Admission> {
         let wanted = u32::try_from(request.records.len())
             .unwrap_or(u32::MAX)
             .min(self.max_inflight);
+        let admission = async {
+            let stream = Arc::clone(&self.inflight)
+                .acquire_many_owned(wanted)
+                .await
+                .ok()?;
+            let gateway = self.publisher.reserve(request.records.len()).await;
+            Some(Admission { stream, gateway })
+        };
         tokio::select! {
-            permit = Arc::clone(&self.inflight).acquire_many_owned(wanted) => permit.ok(),
+            admission = admission => admission,
             () = answers.closed() => None,
             () = self.shutdown.cancelled() => None,
         }
@@ -127,10 +135,11 @@ impl Producer {
     async fn start(
         &self,
         request: pb::LogStreamRequest,
-        permit: OwnedSemaphorePermit,
+        admission: Admission,
         answers: &Answers,
         confirming: &mut JoinSet<()>,
     ) {
+        let Admission { stream, gateway } = admission;
         let seq = request.seq;
         let acceptance = Acceptance {
             received_time: OffsetDateTime::now_utc(),
@@ -146,7 +155,10 @@ impl Producer {
             }
         };
         let deadline = Instant::now() + self.publish_timeout;
-        let sent = self.publisher.send(self.lane, &records, deadline).await;
+        let sent = self
+            .publisher
+            .send(self.lane, &records, gateway, deadline)
+            .await;
         let answers = answers.clone();
         confirming.spawn(async move {
             let confirmed = match sent {
@@ -163,9 +175,15 @@ impl Producer {
             };
             let _ = answers.send(Ok(answer)).await;
             // Held until answered: unanswered records count against the bound.
-            drop(permit);
+            drop(stream);
         });
     }
+}
+
+/// Room for one request: in this stream's bound and in the gateway's.
+struct Admission {
+    stream: OwnedSemaphorePermit,
+    gateway: Reservation,
 }
 
 fn refusal(seq: u64, status: Status) -> pb::LogStreamResponse {

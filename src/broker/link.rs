@@ -132,7 +132,7 @@ async fn open<S: Session>(
 ) -> Result<(S, Events), String> {
     let attempt = async {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect(endpoint.url(), properties)
+        let connection = Connection::connect_uri(endpoint.uri(), properties)
             .await
             .map_err(|e| e.to_string())?;
         // Listen before anything can go wrong, or the first error is missed.

@@ -15,7 +15,7 @@ use std::{
 
 use std::{future::Future, pin::Pin, task::Poll};
 
-use futures::future::MaybeDone;
+use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::ShortString,
@@ -165,8 +165,28 @@ impl Publisher {
     /// has confirmed every one, or until `--publish-timeout`.
     pub async fn publish(&self, records: &[Record]) -> Result<(), Error> {
         let deadline = Instant::now() + self.timeout;
-        let confirms = self.send(self.lane(), records, deadline).await?;
+        let reservation = tokio::time::timeout_at(deadline, self.reserve(records.len()))
+            .await
+            .map_err(|_| Error::Busy(self.timeout))?;
+        let confirms = self
+            .send(self.lane(), records, reservation, deadline)
+            .await?;
         confirms.wait().await
+    }
+
+    /// Waits until `records` more fit under `--max-inflight`. The reservation
+    /// travels with the records until their confirms are in, so it bounds
+    /// everything the gateway holds for the broker, queued or published.
+    pub async fn reserve(&self, records: usize) -> Reservation {
+        // A call larger than the whole bound takes all of it, rather than wait forever.
+        let wanted = u32::try_from(records)
+            .unwrap_or(u32::MAX)
+            .min(self.max_inflight);
+        let permit = Arc::clone(&self.inflight)
+            .acquire_many_owned(wanted)
+            .await
+            .expect("the in-flight semaphore is never closed");
+        Reservation(permit)
     }
 
     /// How long a call waits for its confirms (`--publish-timeout`).
@@ -187,39 +207,32 @@ impl Publisher {
         &self,
         lane: usize,
         records: &[Record],
+        reservation: Reservation,
         deadline: Instant,
     ) -> Result<Confirms, Error> {
         let session = self.link.session()?;
-        // A call larger than the whole bound takes all of it, rather than wait forever.
-        let wanted = u32::try_from(records.len())
-            .unwrap_or(u32::MAX)
-            .min(self.max_inflight);
-        let permit = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&self.inflight).acquire_many_owned(wanted),
-        )
-        .await
-        .map_err(|_| Error::Busy(self.timeout))?
-        .map_err(|_| Error::ShuttingDown)?;
-        let outgoing = Outgoing::pack(records, self.batch_records);
+        let Outgoing { body, messages } = Outgoing::pack(records, self.batch_records);
         let sending = async {
             let channel = session.channel(lane).await?;
-            let publishes = outgoing.messages.iter().map(|message| {
+            // Kept for naming the key if the broker returns a message.
+            let mut keys = Vec::with_capacity(messages.len());
+            let publishes = messages.into_iter().map(|message| {
+                keys.push(message.routing_key.clone());
                 channel.basic_publish(
                     self.exchange.clone(),
-                    ShortString::from(message.routing_key.as_str()),
+                    ShortString::from(message.routing_key),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &outgoing.body[message.body.clone()],
-                    message.properties.clone(),
+                    &body[message.body],
+                    message.properties,
                 )
             });
             let sent = in_order(publishes).await;
             let mut confirms = Vec::with_capacity(sent.len());
-            for (confirm, message) in sent.into_iter().zip(&outgoing.messages) {
-                confirms.push((confirm?, message.routing_key.clone()));
+            for (confirm, key) in sent.into_iter().zip(keys) {
+                confirms.push((confirm?, key));
             }
             Ok::<_, Error>(confirms)
         };
@@ -232,7 +245,7 @@ impl Publisher {
             exchange: self.exchange.clone(),
             deadline,
             timeout: self.timeout,
-            _permit: permit,
+            _reservation: reservation,
         })
     }
 
@@ -247,6 +260,9 @@ impl Publisher {
     }
 }
 
+/// Room for some records under `--max-inflight`; released when dropped.
+pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
+
 /// The broker's answers for one `send`, still to come.
 pub struct Confirms {
     confirms: Vec<(PublisherConfirm, String)>,
@@ -254,7 +270,7 @@ pub struct Confirms {
     deadline: Instant,
     timeout: Duration,
     /// Returned to the in-flight bound when the confirms are in (or given up on).
-    _permit: OwnedSemaphorePermit,
+    _reservation: Reservation,
 }
 
 impl Confirms {
@@ -266,7 +282,7 @@ impl Confirms {
             exchange,
             deadline,
             timeout,
-            _permit,
+            _reservation,
         } = self;
         let waiting = async {
             // Confirms arrive independently; awaiting them one after another
@@ -300,27 +316,34 @@ impl Confirms {
 /// lapin assigns a publish its delivery tag and queues its frames during the
 /// first poll of `basic_publish`, so this issues a whole batch back to back
 /// (no round trip to the I/O loop per record) and still in the given order.
+/// What is still pending after that pass is driven by a `FuturesUnordered`,
+/// which polls a future only when it was woken (a plain join would poll all
+/// of them on every wake: quadratic in the batch size).
 async fn in_order<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<MaybeDone<Pin<Box<F>>>> =
-        futures.map(|f| MaybeDone::Future(Box::pin(f))).collect();
+    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
-        let mut done = true;
-        for future in &mut pending {
-            done &= Pin::new(future).poll(cx).is_ready();
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                if let Poll::Ready(done) = future.as_mut().poll(cx) {
+                    *output = Some(done);
+                    *slot = None;
+                }
+            }
         }
-        if done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        Poll::Ready(())
     })
     .await;
-    pending
-        .iter_mut()
-        .map(|f| {
-            Pin::new(f)
-                .take_output()
-                .expect("every future completed above")
-        })
+    let mut rest: FuturesUnordered<_> = pending
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, slot)| slot.map(|future| async move { (i, future.await) }))
+        .collect();
+    while let Some((i, done)) = rest.next().await {
+        outputs[i] = Some(done);
+    }
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future completed above"))
         .collect()
 }

@@ -103,6 +103,7 @@ impl Target {
             publish(&channel, &self.exchange, body, i as u64).await?;
             latencies.push(started.elapsed());
         }
+        let _ = channel.close(200, "round trips done".into()).await;
         Ok(latencies)
     }
 
@@ -141,9 +142,12 @@ async fn flood(channel: Channel, exchange: String, body: Vec<u8>, count: u64) ->
         }
         match in_flight.next().await {
             Some(result) => result?,
-            None => return Ok(()),
+            None => break,
         }
     }
+    drop(in_flight);
+    let _ = channel.close(200, "flood done".into()).await;
+    Ok(())
 }
 
 /// One persistent, mandatory, confirmed publish with the gateway's properties.

@@ -142,7 +142,9 @@ async fn stream(
     batch: u64,
     progress: ProgressBar,
 ) -> Outcome {
-    let (tx, rx) = mpsc::channel::<pb::LogStreamRequest>(64);
+    // A short client-side queue: the pipeline's depth is what the gateway
+    // admits (--stream-inflight), and latency is measured from the hand-off.
+    let (tx, rx) = mpsc::channel::<pb::LogStreamRequest>(2);
     let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let sender = {
         let sent_at = Arc::clone(&sent_at);

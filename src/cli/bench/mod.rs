@@ -83,7 +83,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     }
 
     // The gateway: ours, or the one given.
-    let mut extra = Vec::new();
+    let mut extra = args.gateway_args.clone();
     if args.amqp_batch_records > 1 {
         extra.extend([
             "--amqp-batch-records".to_owned(),

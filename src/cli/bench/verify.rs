@@ -110,7 +110,10 @@ pub async fn read_stream(
                 .await?;
         }
     }
-    // Closing the connection closes the channel and its consumer with it.
+    let _ = channel
+        .basic_cancel(consumer.tag(), lapin::options::BasicCancelOptions::default())
+        .await;
+    let _ = channel.close(200, "verified".into()).await;
     let _ = connection.close(200, "verified".into()).await;
     Ok(seen)
 }

@@ -50,7 +50,9 @@ fn record_path(c: &mut Criterion) {
     });
 
     let record = accept.accept(wire_record()).expect("valid");
-    group.bench_function("routing_key", |b| b.iter(|| black_box(record.routing_key())));
+    group.bench_function("routing_key", |b| {
+        b.iter(|| black_box(record.routing_key()))
+    });
 
     let mut buf = Vec::with_capacity(1024);
     group.bench_function("encode_json_reused_buffer", |b| {
@@ -62,7 +64,9 @@ fn record_path(c: &mut Criterion) {
     });
 
     let body = record.to_json();
-    group.bench_function("decode_json", |b| b.iter(|| black_box(Record::from_json(&body))));
+    group.bench_function("decode_json", |b| {
+        b.iter(|| black_box(Record::from_json(&body)))
+    });
     group.finish();
 }
 

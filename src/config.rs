@@ -111,6 +111,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_buffer: u16,
 
+    /// Async worker threads: 0 = one per core; 1 = a single-threaded runtime.
+    /// (AMQP I/O runs on lapin's own threads either way.)
+    #[arg(long, env = "LOGGATE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
     /// How long shutdown waits for open calls and tails before it gives up.
     #[arg(long, env = "LOGGATE_SHUTDOWN_GRACE", default_value = "8s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -354,6 +359,10 @@ pub struct BenchArgs {
     /// Records per LogBatch call or LogStream request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
+
+    /// Requests each LogStream client keeps unanswered (its pipeline depth).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub stream_window: u32,
 
     /// Approximate size of one record's JSON body, in bytes.
     #[arg(long, default_value_t = 220, value_parser = clap::value_parser!(u32).range(200..=1_000_000))]

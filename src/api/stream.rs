@@ -88,7 +88,8 @@ impl Producer {
                     let Some(admission) = self.admit(&request, &answers).await else {
                         break None;
                     };
-                    self.start(request, admission, &answers, &mut confirming).await;
+                    self.start(request, admission, &answers, &mut confirming)
+                        .await;
                 }
                 // The client half-closed: answer what is in flight, then end OK.
                 Ok(None) => break None,
@@ -107,11 +108,7 @@ impl Producer {
 
     /// Waits until this request's records fit in the stream's bound and in the
     /// gateway's. `None` when the client left or the gateway is stopping meanwhile.
-    async fn admit(
-        &self,
-        request: &pb::LogStreamRequest,
-        answers: &Answers,
-    ) -> Option<Admission> {
+    async fn admit(&self, request: &pb::LogStreamRequest, answers: &Answers) -> Option<Admission> {
         let wanted = u32::try_from(request.records.len())
             .unwrap_or(u32::MAX)
             .min(self.max_inflight);

@@ -25,6 +25,8 @@ pub struct Plan {
     pub records: u64,
     pub concurrency: usize,
     pub batch_size: usize,
+    /// Requests one LogStream client keeps unanswered.
+    pub stream_window: usize,
     /// Every record is a clone of this one.
     pub template: pb::LogRecord,
 }
@@ -56,12 +58,14 @@ pub async fn drive(url: &str, plan: &Plan, progress: &ProgressBar) -> Result<Out
         let remaining = Arc::clone(&remaining);
         let template = plan.template.clone();
         let progress = progress.clone();
-        let (mode, batch) = (plan.mode, plan.batch_size as u64);
+        let (mode, batch, window) = (plan.mode, plan.batch_size as u64, plan.stream_window);
         workers.spawn(async move {
             match mode {
                 BenchMode::Unary => calls(client, remaining, template, 1, progress).await,
                 BenchMode::Batch => calls(client, remaining, template, batch, progress).await,
-                BenchMode::Stream => stream(client, remaining, template, batch, progress).await,
+                BenchMode::Stream => {
+                    stream(client, remaining, template, batch, window, progress).await
+                }
             }
         });
     }
@@ -134,26 +138,33 @@ async fn calls(
     }
 }
 
-/// One LogStream: a sender pipelines requests, the answers are read as they come.
+/// One LogStream: a sender pipelines up to `window` unanswered requests, as a
+/// real producer would; the answers are read as they come. Latency is from
+/// hand-off to answer.
 async fn stream(
     mut client: LogGatewayClient<Channel>,
     remaining: Arc<AtomicU64>,
     template: pb::LogRecord,
     batch: u64,
+    window: usize,
     progress: ProgressBar,
 ) -> Outcome {
-    // A short client-side queue: the pipeline's depth is what the gateway
-    // admits (--stream-inflight), and latency is measured from the hand-off.
-    let (tx, rx) = mpsc::channel::<pb::LogStreamRequest>(2);
+    let (tx, rx) = mpsc::channel::<pb::LogStreamRequest>(1);
     let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let unanswered = Arc::new(tokio::sync::Semaphore::new(window.max(1)));
     let sender = {
         let sent_at = Arc::clone(&sent_at);
+        let unanswered = Arc::clone(&unanswered);
         tokio::spawn(async move {
             let mut seq = 0u64;
             loop {
                 let n = take(&remaining, batch);
                 if n == 0 {
                     return seq;
+                }
+                match unanswered.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return seq,
                 }
                 let request = pb::LogStreamRequest {
                     seq,
@@ -199,6 +210,7 @@ async fn stream(
         if let Some(sent) = sent {
             outcome.latencies.push(sent.elapsed());
         }
+        unanswered.add_permits(1);
         match answer.error {
             None => {
                 progress.inc(answer.ids.len() as u64);

@@ -116,6 +116,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         records: args.records,
         concurrency: args.concurrency as usize,
         batch_size: args.batch_size as usize,
+        stream_window: args.stream_window as usize,
         template,
     };
     let progress = ProgressBar::new(args.records).with_style(

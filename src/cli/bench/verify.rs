@@ -111,7 +111,10 @@ pub async fn read_stream(
         }
     }
     let _ = channel
-        .basic_cancel(consumer.tag(), lapin::options::BasicCancelOptions::default())
+        .basic_cancel(
+            consumer.tag(),
+            lapin::options::BasicCancelOptions::default(),
+        )
         .await;
     let _ = channel.close(200, "verified".into()).await;
     let _ = connection.close(200, "verified".into()).await;

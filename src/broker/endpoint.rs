@@ -8,7 +8,8 @@ use lapin::uri::AMQPUri;
 /// and status messages, because the URL's password must never reach either.
 #[derive(Clone)]
 pub struct Endpoint {
-    uri: AMQPUri,
+    /// Shared: errors carry an `Endpoint`, so it must stay small and cheap to clone.
+    uri: std::sync::Arc<AMQPUri>,
 }
 
 /// The frame size asked of the broker unless the URL sets `?frame_max=`.
@@ -25,12 +26,12 @@ impl Endpoint {
             .parse()
             .map_err(|e| format!("not an AMQP URL (amqp://user:password@host:port/vhost): {e}"))?;
         uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
-        Ok(Endpoint { uri })
+        Ok(Endpoint { uri: uri.into() })
     }
 
     /// The parsed URL, credentials included: only for connecting.
     pub(crate) fn uri(&self) -> AMQPUri {
-        self.uri.clone()
+        AMQPUri::clone(&self.uri)
     }
 }
 

@@ -30,7 +30,12 @@ fn bench_smoke_run_verifies_every_acked_record() {
             "{mode}: {stdout}"
         );
         assert!(stdout.contains(&format!("gateway ({mode})")), "{stdout}");
-        assert!(stdout.contains("ratio gateway/direct"), "{stdout}");
+        let comparison = if mode == "unary" {
+            "latency vs direct round trip"
+        } else {
+            "ratio gateway/direct"
+        };
+        assert!(stdout.contains(comparison), "{stdout}");
         assert!(stdout.contains("peak RSS"), "{stdout}");
     }
 }

@@ -108,19 +108,25 @@ impl Target {
     }
 
     pub async fn delete(self) {
-        if let Ok(channel) = self.connection.create_channel().await {
-            let _ = channel
-                .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-            let _ = channel
-                .exchange_delete(
-                    self.exchange.as_str().into(),
-                    ExchangeDeleteOptions::default(),
-                )
-                .await;
-        }
-        let _ = self.connection.close(200, "bench done".into()).await;
+        delete_names(&self.connection, &self.queue, &self.exchange).await;
     }
+}
+
+/// Deletes a queue and an exchange, then closes the connection. The channel
+/// outlives the close: a channel dropped first would still be closing when
+/// the connection closes, which lapin reports as a connection error.
+pub async fn delete_names(connection: &Connection, queue: &str, exchange: &str) {
+    let channel = connection.create_channel().await.ok();
+    if let Some(channel) = &channel {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+        let _ = channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "bench cleanup".into()).await;
+    drop(channel);
 }
 
 async fn confirm_channel(connection: &Connection) -> Result<Channel, Error> {

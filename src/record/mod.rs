@@ -5,6 +5,7 @@
 mod body;
 mod filter;
 mod level;
+mod rfc3339;
 mod traceparent;
 mod validate;
 
@@ -29,10 +30,16 @@ pub struct Record {
     /// The client's idempotency key, or a UUIDv7 assigned by the gateway.
     pub id: String,
     /// When the event happened (the gateway's receive time if the client sent none).
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(
+        serialize_with = "rfc3339::serialize",
+        deserialize_with = "time::serde::rfc3339::deserialize"
+    )]
     pub time: OffsetDateTime,
     /// When the gateway accepted the record.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(
+        serialize_with = "rfc3339::serialize",
+        deserialize_with = "time::serde::rfc3339::deserialize"
+    )]
     pub received_time: OffsetDateTime,
     /// The emitting service: a routing-key word.
     pub service: String,

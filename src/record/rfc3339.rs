@@ -1,0 +1,94 @@
+//! RFC 3339 UTC timestamps for the JSON body, written by hand: the body is
+//! encoded once per record on the hot path, and this is about five times
+//! cheaper than a general formatter. Same output as `time`'s `Rfc3339`:
+//! `2023-11-14T22:13:20.123456789Z`, trailing zeros of the fraction dropped,
+//! no fraction at all on a whole second.
+
+use serde::Serializer;
+use time::OffsetDateTime;
+
+/// Longest form: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+const MAX_LEN: usize = 30;
+
+/// Formats `t` (taken as UTC) into `buf`, returning the used part.
+pub fn format(t: OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> &str {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
+    let (hour, minute, second, nanos) = (t.hour(), t.minute(), t.second(), t.nanosecond());
+    // Validation keeps years within 1970..=9999, so four digits always fit.
+    let year = u32::try_from(year).unwrap_or(0).min(9999);
+    put(&mut buf[0..4], year, 4);
+    buf[4] = b'-';
+    put(&mut buf[5..7], u32::from(month), 2);
+    buf[7] = b'-';
+    put(&mut buf[8..10], u32::from(day), 2);
+    buf[10] = b'T';
+    put(&mut buf[11..13], u32::from(hour), 2);
+    buf[13] = b':';
+    put(&mut buf[14..16], u32::from(minute), 2);
+    buf[16] = b':';
+    put(&mut buf[17..19], u32::from(second), 2);
+    let mut len = 19;
+    if nanos != 0 {
+        buf[19] = b'.';
+        put(&mut buf[20..29], nanos, 9);
+        len = 29;
+        while buf[len - 1] == b'0' {
+            len -= 1;
+        }
+    }
+    buf[len] = b'Z';
+    std::str::from_utf8(&buf[..=len]).expect("only ASCII digits and separators")
+}
+
+/// Writes `value` as exactly `width` decimal digits, zero-padded.
+fn put(out: &mut [u8], mut value: u32, width: usize) {
+    for slot in out[..width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// `serialize_with` for `OffsetDateTime` fields of the body.
+pub fn serialize<S: Serializer>(t: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; MAX_LEN];
+    serializer.serialize_str(format(*t, &mut buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::format_description::well_known::Rfc3339;
+
+    use super::*;
+
+    #[test]
+    fn matches_the_general_formatter() {
+        for nanos in [
+            0i128,
+            1,
+            123_456_789,
+            120_000_000,
+            1_700_000_000_000_000_000,
+            1_700_000_000_123_456_789,
+            1_700_000_000_100_000_000,
+            253_402_300_799_999_999_999, // 9999-12-31T23:59:59.999999999Z
+        ] {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("valid");
+            let mut buf = [0u8; MAX_LEN];
+            assert_eq!(
+                format(t, &mut buf),
+                t.format(&Rfc3339).expect("formats"),
+                "{nanos}"
+            );
+        }
+    }
+
+    #[test]
+    fn converts_other_offsets_to_utc() {
+        let t = OffsetDateTime::from_unix_timestamp(0)
+            .expect("valid")
+            .to_offset(time::UtcOffset::from_hms(2, 0, 0).expect("valid"));
+        let mut buf = [0u8; MAX_LEN];
+        assert_eq!(format(t, &mut buf), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,8 +1,11 @@
 //! `Tail`: one stream consumer per follower, reading the history stream from
-//! its live end, filtering in the gateway, sending records in stream order.
+//! where the request says (live, a time, a resume token, the beginning),
+//! filtering in the gateway, sending records in stream order, each with the
+//! token that resumes right after it.
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +15,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::{Gateway, TailStream};
 use crate::broker::{StreamMessage, StreamReader, StreamStart};
 use crate::proto::v1 as pb;
-use crate::record::{Filter, Record};
+use crate::record::{Filter, Invalid, Record, ResumeToken};
 
 /// How long the closing status may wait for room in a full response buffer.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
@@ -21,61 +24,227 @@ pub(super) async fn tail(
     gateway: &Gateway,
     request: Request<pb::TailRequest>,
 ) -> Result<Response<TailStream>, Status> {
-    let filter = Filter::from_request(request.get_ref())?;
-    let reader = gateway.source.open(StreamStart::Next).await?;
+    let request = request.into_inner();
+    let filter = Filter::from_request(&request)?;
+    let queue = gateway.source.queue().to_owned();
+    let start = Start::from_request(&request, &queue, OffsetDateTime::now_utc())?;
+    let reader = gateway.source.open(start.position()).await?;
     let (tx, rx) = mpsc::channel(gateway.tail_buffer);
-    let follower = follow(reader, filter, tx, gateway.shutdown.clone());
-    tokio::spawn(follower.instrument(info_span!("tail")));
+    let follower = Follower {
+        filter,
+        start,
+        queue,
+        limit: (request.limit > 0).then_some(u64::from(request.limit)),
+        tx,
+        shutdown: gateway.shutdown.clone(),
+    };
+    tokio::spawn(follower.run(reader).instrument(info_span!("tail")));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+/// Where a tail begins, and what it must skip at first because the stream
+/// can only start at a chunk (a time) or a whole message (an offset).
+#[derive(Debug)]
+enum Start {
+    Live,
+    Beginning,
+    /// Records that arrived at this time or later.
+    Since(OffsetDateTime),
+    /// Right after this record.
+    After(ResumeToken),
+}
+
+impl Start {
+    fn from_request(
+        request: &pb::TailRequest,
+        queue: &str,
+        now: OffsetDateTime,
+    ) -> Result<Start, Invalid> {
+        use pb::tail_request::Start as S;
+        Ok(match &request.start {
+            None | Some(S::FromBeginning(false)) => Start::Live,
+            Some(S::FromBeginning(true)) => Start::Beginning,
+            Some(S::Since(since)) => {
+                if since.seconds < 0 || since.nanos < 0 {
+                    return Err(Invalid::new("since", "must not be negative"));
+                }
+                let since = time::Duration::new(since.seconds, since.nanos);
+                Start::Since(now.checked_sub(since).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+            }
+            Some(S::StartTime(at)) => {
+                let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
+                let at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .map_err(|e| Invalid::new("start_time", e))?;
+                Start::Since(at.max(OffsetDateTime::UNIX_EPOCH))
+            }
+            Some(S::ResumeToken(token)) => {
+                let token = ResumeToken::decode(token)?;
+                if token.queue != queue {
+                    return Err(Invalid::new(
+                        "resume_token",
+                        format_args!(
+                            "was issued for history queue {:?}; this gateway reads {queue:?}",
+                            token.queue
+                        ),
+                    ));
+                }
+                Start::After(token)
+            }
+        })
+    }
+
+    /// Where the stream consumer starts: at or before the first wanted record.
+    fn position(&self) -> StreamStart {
+        match self {
+            Start::Live => StreamStart::Next,
+            Start::Beginning => StreamStart::First,
+            Start::Since(at) => {
+                StreamStart::Timestamp(u64::try_from(at.unix_timestamp()).unwrap_or(0))
+            }
+            Start::After(token) => StreamStart::Offset(token.offset),
+        }
+    }
 }
 
 type Sender = mpsc::Sender<Result<pb::TailResponse, Status>>;
 
-/// Forwards matching records until the client leaves (no status to send), the
-/// gateway shuts down or the broker fails (UNAVAILABLE). Always closes the
-/// reader, so no consumer is left behind on the broker.
-async fn follow(mut reader: StreamReader, filter: Filter, tx: Sender, shutdown: CancellationToken) {
-    debug!("tail started");
-    let shutting_down = || Some(Status::unavailable("the gateway is shutting down"));
-    let ending = 'follow: loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => break shutting_down(),
-            () = tx.closed() => break None,
-            next = reader.next() => match next {
-                Ok(Some(message)) => message,
-                Ok(None) => break Some(Status::unavailable("RabbitMQ cancelled the history stream consumer")),
-                Err(error) => break Some(Status::from(error)),
-            },
-        };
-        for record in decode(&message).into_iter().filter(|r| filter.matches(r)) {
-            let response = pb::TailResponse {
-                event: Some(pb::tail_response::Event::Record(record.into())),
+/// One follower's state.
+struct Follower {
+    filter: Filter,
+    /// Consulted until the first wanted record; `Live` afterwards.
+    start: Start,
+    queue: String,
+    /// Matching records still to send, if limited.
+    limit: Option<u64>,
+    tx: Sender,
+    shutdown: CancellationToken,
+}
+
+/// Why a follower stops.
+enum Stop {
+    /// The client left, or the limit was reached: nothing more to say.
+    Done,
+    Fail(Status),
+}
+
+impl Follower {
+    /// Forwards records until the client leaves or the limit is reached (no
+    /// status), the gateway shuts down or the broker fails (UNAVAILABLE).
+    /// Always closes the reader, so no consumer is left behind on the broker.
+    async fn run(mut self, mut reader: StreamReader) {
+        debug!(start = ?self.start, "tail started");
+        if self.limit == Some(0) {
+            self.limit = None;
+        }
+        let stop = loop {
+            let message = tokio::select! {
+                () = self.shutdown.cancelled() => break shutting_down(),
+                () = self.tx.closed() => break Stop::Done,
+                next = reader.next() => match next {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break Stop::Fail(Status::unavailable("RabbitMQ cancelled the history stream consumer")),
+                    Err(error) => break Stop::Fail(Status::from(error)),
+                },
             };
-            tokio::select! {
-                () = shutdown.cancelled() => break 'follow shutting_down(),
-                sent = tx.send(Ok(response)) => if sent.is_err() { break 'follow None },
+            if let Err(stop) = self.forward(&message).await {
+                break stop;
+            }
+            // Acks are stream credit: ack only once the records were handed to gRPC.
+            if let Err(error) = reader.ack(&message).await {
+                break Stop::Fail(Status::from(error));
+            }
+        };
+        reader.close().await;
+        if let Stop::Fail(status) = stop {
+            let _ = self.tx.send_timeout(Err(status), FINAL_STATUS_WAIT).await;
+        }
+        debug!("tail ended");
+    }
+
+    /// Sends the wanted, matching records of one message.
+    async fn forward(&mut self, message: &StreamMessage) -> Result<(), Stop> {
+        let offset = message.offset.unwrap_or(-1);
+        for (index, record) in decode(message) {
+            if !self.wanted(offset, index, &record).await? || !self.filter.matches(&record) {
+                continue;
+            }
+            let resume_token = ResumeToken {
+                queue: self.queue.clone(),
+                offset,
+                index,
+            }
+            .encode();
+            self.send(pb::TailResponse {
+                event: Some(pb::tail_response::Event::Record(record.into())),
+                resume_token,
+            })
+            .await?;
+            if let Some(left) = &mut self.limit {
+                *left -= 1;
+                if *left == 0 {
+                    return Err(Stop::Done);
+                }
             }
         }
-        // Acks are stream credit: ack only once the records were handed to gRPC.
-        if let Err(error) = reader.ack(&message).await {
-            break Some(Status::from(error));
-        }
-    };
-    reader.close().await;
-    if let Some(status) = ending {
-        let _ = tx.send_timeout(Err(status), FINAL_STATUS_WAIT).await;
+        Ok(())
     }
-    debug!("tail ended");
+
+    /// Whether the record at (`offset`, `index`) is past the start; tells the
+    /// client once when records it asked for are gone.
+    async fn wanted(&mut self, offset: i64, index: u32, record: &Record) -> Result<bool, Stop> {
+        let wanted = match &self.start {
+            Start::Live | Start::Beginning => true,
+            Start::Since(at) => record.received_time >= *at,
+            Start::After(token) if offset < token.offset => false,
+            Start::After(token) if offset == token.offset => index > token.index,
+            Start::After(token) => {
+                // Offsets are consecutive, so a first message beyond the next
+                // one means the records between were removed by retention.
+                if offset > token.offset + 1 {
+                    let reason = format!(
+                        "records after the resume point are gone (older than the history's retention); \
+                         continuing at the oldest retained record, {} messages later",
+                        offset - token.offset - 1
+                    );
+                    self.send(pb::TailResponse {
+                        event: Some(pb::tail_response::Event::Gap(pb::Gap { reason })),
+                        resume_token: String::new(),
+                    })
+                    .await?;
+                }
+                true
+            }
+        };
+        if wanted {
+            // Past the start: from here on everything counts (even a record
+            // stamped a little earlier by another gateway's clock).
+            self.start = Start::Live;
+        }
+        Ok(wanted)
+    }
+
+    async fn send(&self, response: pb::TailResponse) -> Result<(), Stop> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(shutting_down()),
+            sent = self.tx.send(Ok(response)) => sent.map_err(|_| Stop::Done),
+        }
+    }
+}
+
+fn shutting_down() -> Stop {
+    Stop::Fail(Status::unavailable("the gateway is shutting down"))
 }
 
 /// The loggate records in a message (one, or several when packed); anything
 /// else someone published to the exchange is skipped and logged: the broker
-/// is input too, and must not crash a tail.
-fn decode(message: &StreamMessage) -> Vec<Record> {
+/// is input too, and must not crash a tail. Each record keeps its index in the
+/// message, bad lines included, so resume tokens stay stable.
+fn decode(message: &StreamMessage) -> Vec<(u32, Record)> {
     Record::from_message(message.content_type.as_deref(), &message.body)
         .into_iter()
-        .filter_map(|decoded| match decoded {
-            Ok(record) => Some(record),
+        .enumerate()
+        .filter_map(|(index, decoded)| match decoded {
+            Ok(record) => Some((u32::try_from(index).unwrap_or(u32::MAX), record)),
             Err(error) => {
                 warn!(offset = ?message.offset, content_type = ?message.content_type, %error, "skipping a message that is not a loggate record");
                 None

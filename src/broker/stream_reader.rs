@@ -26,6 +26,8 @@ pub enum StreamStart {
     First,
     /// A stream offset (a record's position).
     Offset(i64),
+    /// The first chunk written at or after this time (seconds since the epoch).
+    Timestamp(u64),
 }
 
 struct ConsumeSession {
@@ -66,6 +68,11 @@ impl StreamSource {
         })
     }
 
+    /// The history queue this source reads.
+    pub fn queue(&self) -> &str {
+        self.queue.as_str()
+    }
+
     /// Opens a stream consumer on its own channel, starting at `start`.
     pub async fn open(&self, start: StreamStart) -> Result<StreamReader, Error> {
         let session = self.link.session()?;
@@ -80,6 +87,7 @@ impl StreamSource {
                 StreamStart::Next => AMQPValue::LongString(LongString::from("next")),
                 StreamStart::First => AMQPValue::LongString(LongString::from("first")),
                 StreamStart::Offset(offset) => AMQPValue::LongLongInt(offset),
+                StreamStart::Timestamp(seconds) => AMQPValue::Timestamp(seconds),
             };
             arguments.insert("x-stream-offset".into(), offset);
             let consumer = channel

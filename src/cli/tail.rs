@@ -20,6 +20,8 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
         trace_id: args.trace_id.unwrap_or_default(),
         attributes: args.attributes.into_iter().collect(),
         contains: args.contains.unwrap_or_default(),
+        start: None,
+        limit: 0,
     };
     let mut stream = client
         .tail(request)

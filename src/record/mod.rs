@@ -6,6 +6,7 @@ mod body;
 mod filter;
 mod level;
 mod rfc3339;
+mod token;
 mod traceparent;
 mod validate;
 
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 pub use body::{BodyError, NDJSON};
 pub use filter::Filter;
 pub use level::Level;
+pub use token::ResumeToken;
 pub use traceparent::TraceParent;
 pub use validate::{Acceptance, Invalid, Limits};
 

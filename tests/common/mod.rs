@@ -53,7 +53,8 @@ pub struct Gateway {
     pub instance: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::Error>>>,
-    _names: Names,
+    /// Deleted when the gateway is dropped, unless taken.
+    names: Option<Names>,
 }
 
 impl Gateway {
@@ -64,13 +65,23 @@ impl Gateway {
 
     /// Starts a gateway on the broker at `amqp_url`.
     pub async fn start_at(amqp_url: &str, extra: &[&str]) -> Gateway {
-        let exchange = unique("x");
-        let history_queue = unique("history");
-        let instance = unique("gw");
         let names = Names {
-            exchanges: vec![exchange.clone()],
-            queues: vec![history_queue.clone()],
+            exchanges: vec![unique("x")],
+            queues: vec![unique("history")],
         };
+        Gateway::launch(amqp_url, names, extra).await
+    }
+
+    /// Starts a gateway on the exchange and history queue of `names` (e.g.
+    /// taken from a gateway that stopped), which it then cleans up.
+    pub async fn start_on(names: Names, extra: &[&str]) -> Gateway {
+        Gateway::launch(AMQP_URL, names, extra).await
+    }
+
+    async fn launch(amqp_url: &str, names: Names, extra: &[&str]) -> Gateway {
+        let exchange = names.exchanges[0].clone();
+        let history_queue = names.queues[0].clone();
+        let instance = unique("gw");
         let mut args = vec![
             "serve",
             "--amqp-url",
@@ -99,10 +110,15 @@ impl Gateway {
             instance,
             stop: Some(stop),
             task: Some(task),
-            _names: names,
+            names: Some(names),
         };
         gateway.wait_until_serving().await;
         gateway
+    }
+
+    /// Hands over the exchange and queue, so they outlive this gateway.
+    pub fn take_names(&mut self) -> Names {
+        self.names.take().expect("names not taken twice")
     }
 
     pub fn url(&self) -> String {

@@ -219,11 +219,40 @@ pub struct TailArgs {
     /// Output format.
     #[arg(long, env = "LOGGATE_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+
+    /// Start with records that arrived this long ago (15m, 2h, 1day…).
+    #[arg(long, group = "start", value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+
+    /// Start with records that arrived at this time or later (RFC 3339, e.g. 2026-11-26T02:00:00Z).
+    #[arg(long, group = "start", value_parser = rfc3339)]
+    pub start_time: Option<time::OffsetDateTime>,
+
+    /// Start with the oldest record still retained.
+    #[arg(long, group = "start")]
+    pub from_start: bool,
+
+    /// Continue right after the record this token came with (printed on Ctrl-C).
+    #[arg(long, group = "start", value_name = "TOKEN")]
+    pub resume: Option<String>,
+
+    /// Stop after this many records.
+    #[arg(long)]
+    pub limit: Option<u32>,
+
+    /// When the gateway goes away, reconnect and continue where the tail was.
+    #[arg(long)]
+    pub follow_reconnect: bool,
 }
 
 fn level(word: &str) -> Result<Level, String> {
     Level::from_word(&word.to_ascii_lowercase())
         .ok_or_else(|| "expected trace, debug, info, warn, error or fatal".to_owned())
+}
+
+fn rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-11-26T02:00:00Z: {e}"))
 }
 
 fn key_value(pair: &str) -> Result<(String, String), String> {

@@ -341,3 +341,117 @@ async fn serve_exits_zero_on_sigterm() {
         .expect("status");
     assert!(status.success(), "exit 0 on SIGTERM, got {status}");
 }
+
+async fn log_numbered(gateway: &Gateway, count: usize) {
+    let records = (0..count)
+        .map(|i| record("hist", &format!("n{i}")))
+        .collect();
+    gateway
+        .client()
+        .await
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+}
+
+fn json_messages(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| {
+            let body: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+            body["message"].as_str().expect("message").to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tail_from_start_with_a_limit_prints_history_and_exits() {
+    let gateway = Gateway::start(&[]).await;
+    log_numbered(&gateway, 5).await;
+    let out = output(&[
+        "tail",
+        "--server",
+        &gateway.url(),
+        "--from-start",
+        "--limit",
+        "3",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_messages(&out.stdout), ["n0", "n1", "n2"]);
+}
+
+#[tokio::test]
+async fn ctrl_c_prints_a_token_that_resumes_after_the_last_record_shown() {
+    let gateway = Gateway::start(&[]).await;
+    log_numbered(&gateway, 6).await;
+    let url = gateway.url();
+    let mut child = loggate(&["tail", "--server", &url, "--from-start", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for expected in ["n0", "n1", "n2", "n3", "n4", "n5"] {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("in time")
+            .expect("read")
+            .expect("a line");
+        assert!(line.contains(expected), "{line}");
+    }
+    let pid = child.id().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("exits after Ctrl-C")
+        .expect("output");
+    assert!(out.status.success(), "Ctrl-C is a normal way to stop");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token = stderr
+        .split("--resume ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a resume hint on stderr: {stderr}"))
+        .to_owned();
+
+    log_numbered_from(&gateway, 6, 2).await;
+    let out = output(&[
+        "tail", "--server", &url, "--resume", &token, "--limit", "2", "--output", "json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_messages(&out.stdout), ["n6", "n7"]);
+}
+
+async fn log_numbered_from(gateway: &Gateway, first: usize, count: usize) {
+    let records = (first..first + count)
+        .map(|i| record("hist", &format!("n{i}")))
+        .collect();
+    gateway
+        .client()
+        .await
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+}
+
+#[tokio::test]
+async fn start_flags_exclude_each_other() {
+    let out = output(&["tail", "--from-start", "--since", "5m"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}

@@ -1,36 +1,136 @@
-//! `loggate tail`: follow records live and print them as text or JSON lines.
+//! `loggate tail`: follow records live or from the past, printed as text or
+//! JSON lines. Ctrl-C prints the token that resumes right after the last
+//! record shown; `--follow-reconnect` uses it by itself when the gateway goes
+//! away.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use time::macros::format_description;
+use time::{macros::format_description, OffsetDateTime};
 use tokio_stream::StreamExt;
+use tonic::Code;
 
 use super::{connect, Error};
 use crate::config::{Output, TailArgs};
-use crate::proto::v1 as pb;
-use crate::record::{Level, Record};
+use crate::proto::v1::{self as pb, tail_request::Start};
+use crate::record::{timestamp, Level, Record};
+
+/// Pause before reconnecting with `--follow-reconnect`.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How one connection's tail ended.
+enum Ended {
+    /// The limit was reached, or the gateway ended the stream cleanly.
+    Finished,
+    Interrupted,
+    Failed(Error),
+}
+
+/// Where the tail is: the start asked for, then the token of the last record.
+struct Position {
+    start: Option<Start>,
+    /// When the tail began, so a reconnect before any record loses nothing.
+    began: OffsetDateTime,
+    last_token: Option<String>,
+    printed: u64,
+}
 
 pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
-    let mut client = connect(&args.server.server).await?;
-    let request = pb::TailRequest {
-        services: args.services,
-        min_level: args.level.map_or(0, |level| level.to_wire() as i32),
-        nodes: args.nodes,
-        trace_id: args.trace_id.unwrap_or_default(),
-        attributes: args.attributes.into_iter().collect(),
-        contains: args.contains.unwrap_or_default(),
-        start: None,
-        limit: 0,
+    let mut position = Position {
+        start: start(&args),
+        began: OffsetDateTime::now_utc(),
+        last_token: None,
+        printed: 0,
     };
-    let mut stream = client
-        .tail(request)
-        .await
-        .map_err(|status| Error::Refused {
+    let mut start = position.start.clone();
+    loop {
+        match follow(&args, &mut position, start.take()).await {
+            Ended::Finished => return Ok(ExitCode::SUCCESS),
+            Ended::Interrupted => {
+                hint(&position);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ended::Failed(error) if args.follow_reconnect && retryable(&error) => {
+                eprintln!(
+                    "loggate: {error}; reconnecting in {}s",
+                    RECONNECT_DELAY.as_secs()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(RECONNECT_DELAY) => {}
+                    _ = tokio::signal::ctrl_c() => {
+                        hint(&position);
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                start = resume_point(&position);
+            }
+            Ended::Failed(error) => {
+                hint(&position);
+                return Err(error);
+            }
+        }
+    }
+}
+
+fn start(args: &TailArgs) -> Option<Start> {
+    if let Some(since) = args.since {
+        return Some(Start::Since(prost_types::Duration {
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+        }));
+    }
+    if let Some(at) = args.start_time {
+        return Some(Start::StartTime(timestamp(at)));
+    }
+    if args.from_start {
+        return Some(Start::FromBeginning(true));
+    }
+    args.resume.clone().map(Start::ResumeToken)
+}
+
+/// Where to (re)start: right after the last record shown; or, if none was
+/// shown yet, where the user asked, with "live" pinned to when the tail began.
+fn resume_point(position: &Position) -> Option<Start> {
+    match (&position.last_token, &position.start) {
+        (Some(token), _) => Some(Start::ResumeToken(token.clone())),
+        (None, None) => Some(Start::StartTime(timestamp(position.began))),
+        (None, start) => start.clone(),
+    }
+}
+
+async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) -> Ended {
+    let limit = match args.limit {
+        Some(limit) => match u64::from(limit).checked_sub(position.printed) {
+            Some(0) | None => return Ended::Finished,
+            Some(left) => u32::try_from(left).unwrap_or(u32::MAX),
+        },
+        None => 0,
+    };
+    let request = pb::TailRequest {
+        services: args.services.clone(),
+        min_level: args.level.map_or(0, |level| level.to_wire() as i32),
+        nodes: args.nodes.clone(),
+        trace_id: args.trace_id.clone().unwrap_or_default(),
+        attributes: args.attributes.iter().cloned().collect(),
+        contains: args.contains.clone().unwrap_or_default(),
+        start,
+        limit,
+    };
+    let opened = async {
+        let mut client = connect(&args.server.server).await?;
+        client.tail(request).await.map_err(|status| Error::Refused {
             what: "the tail was refused",
             status,
-        })?
-        .into_inner();
+        })
+    };
+    let mut stream = tokio::select! {
+        opened = opened => match opened {
+            Ok(response) => response.into_inner(),
+            Err(error) => return Ended::Failed(error),
+        },
+        _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
+    };
 
     let stdout = std::io::stdout();
     let colour = args.output == Output::Text && stdout.is_terminal();
@@ -38,20 +138,25 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
         };
         let response = match next {
-            None => return Ok(ExitCode::SUCCESS),
+            None => return Ended::Finished,
             Some(Err(status)) => {
-                return Err(Error::Refused {
+                return Ended::Failed(Error::Refused {
                     what: "the tail ended",
                     status,
                 })
             }
             Some(Ok(response)) => response,
         };
-        let Some(pb::tail_response::Event::Record(wire)) = response.event else {
-            continue;
+        let wire = match response.event {
+            Some(pb::tail_response::Event::Record(wire)) => wire,
+            Some(pb::tail_response::Event::Gap(gap)) => {
+                eprintln!("loggate: gap: {}", gap.reason);
+                continue;
+            }
+            None => continue,
         };
         let record = match Record::try_from(wire) {
             Ok(record) => record,
@@ -67,8 +172,32 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
         }
         line.push(b'\n');
         let mut out = stdout.lock();
-        out.write_all(&line)?;
-        out.flush()?;
+        if let Err(error) = out.write_all(&line).and_then(|()| out.flush()) {
+            return Ended::Failed(Error::Output(error));
+        }
+        position.printed += 1;
+        if !response.resume_token.is_empty() {
+            position.last_token = Some(response.resume_token);
+        }
+    }
+}
+
+/// Tells the user how to continue where this tail stopped.
+fn hint(position: &Position) {
+    if let Some(token) = &position.last_token {
+        eprintln!("loggate: resume after the last record with: --resume {token}");
+    }
+}
+
+/// Whether the gateway going away (or being briefly unreachable) caused it.
+fn retryable(error: &Error) -> bool {
+    match error {
+        Error::Unreachable { .. } => true,
+        Error::Refused { status, .. } => matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::Internal
+        ),
+        Error::BadServer { .. } | Error::Output(_) => false,
     }
 }
 

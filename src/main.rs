@@ -35,13 +35,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("loggate: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Leave without dropping the runtime. lapin's I/O threads (of connections
+    // closed, or of attempts that failed) may still be parked on tasks of it;
+    // cancelling those makes them panic noisily after our last word. Every
+    // connection is closed and every output written by now.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 
 /// `threads` = 1: a current-thread runtime (fewest thread hand-offs per call,

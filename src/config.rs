@@ -107,6 +107,10 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_TAIL_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_prefetch: u16,
 
+    /// Most Tail calls open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGGATE_MAX_TAILS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tails: u32,
+
     /// Records buffered per Tail while its client is slow.
     #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_buffer: u16,

@@ -118,6 +118,7 @@ pub async fn run(
             max_batch: config.max_batch as usize,
             tail_buffer: usize::from(config.tail_buffer),
             stream_inflight: config.stream_inflight as usize,
+            max_tails: config.max_tails as usize,
         },
         stop.clone(),
     );

@@ -228,3 +228,43 @@ async fn an_invalid_min_level_is_refused() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn tails_over_max_tails_are_refused_until_one_ends() {
+    let gateway = Gateway::start(&["--max-tails", "2"]).await;
+    let mut client = gateway.client().await;
+    let first = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("first opens");
+    let _second = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("second opens");
+    let status = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect_err("third refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("--max-tails"),
+        "{}",
+        status.message()
+    );
+
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.tail(pb::TailRequest::default()).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slot never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -29,6 +29,9 @@ pub struct Gateway {
     tail_buffer: usize,
     /// Unconfirmed records one LogStream may have before it stops reading.
     stream_inflight: usize,
+    /// One permit per open Tail (`--max-tails`).
+    tails: Arc<tokio::sync::Semaphore>,
+    max_tails: usize,
     /// Cancelled when the gateway shuts down: tails end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
@@ -40,6 +43,7 @@ pub struct GatewaySettings {
     pub max_batch: usize,
     pub tail_buffer: usize,
     pub stream_inflight: usize,
+    pub max_tails: usize,
 }
 
 impl Gateway {
@@ -57,6 +61,8 @@ impl Gateway {
             max_batch: settings.max_batch,
             tail_buffer: settings.tail_buffer.max(1),
             stream_inflight: settings.stream_inflight.max(1),
+            tails: Arc::new(tokio::sync::Semaphore::new(settings.max_tails.max(1))),
+            max_tails: settings.max_tails.max(1),
             shutdown,
         }
     }

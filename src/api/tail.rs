@@ -3,10 +3,10 @@
 //! filtering in the gateway, sending records in stream order, each with the
 //! token that resumes right after it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -24,6 +24,15 @@ pub(super) async fn tail(
     gateway: &Gateway,
     request: Request<pb::TailRequest>,
 ) -> Result<Response<TailStream>, Status> {
+    // Held by the follower until it ends.
+    let slot = Arc::clone(&gateway.tails)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} tails are open, the most this gateway serves (--max-tails)",
+                gateway.max_tails
+            ))
+        })?;
     let request = request.into_inner();
     let filter = Filter::from_request(&request)?;
     let queue = gateway.source.queue().to_owned();
@@ -37,6 +46,7 @@ pub(super) async fn tail(
         limit: (request.limit > 0).then_some(u64::from(request.limit)),
         tx,
         shutdown: gateway.shutdown.clone(),
+        _slot: slot,
     };
     tokio::spawn(follower.run(reader).instrument(info_span!("tail")));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -118,6 +128,8 @@ struct Follower {
     limit: Option<u64>,
     tx: Sender,
     shutdown: CancellationToken,
+    /// This follower's place under `--max-tails`, returned when it ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Why a follower stops.

@@ -39,14 +39,8 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// RabbitMQ to publish to and read from (the password is never logged).
-    #[arg(
-        long,
-        env = "LOGGATE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    #[command(flatten)]
+    pub broker: BrokerArg,
 
     /// Topic exchange the records are published to; declared at start.
     #[arg(long, env = "LOGGATE_EXCHANGE", default_value = "loggate", value_parser = amqp_name)]
@@ -136,6 +130,20 @@ impl ServeConfig {
                 .unwrap_or_else(|| "loggate".to_owned())
         })
     }
+}
+
+/// Where RabbitMQ is: for `serve`, and for `bench` (its direct ceiling, its
+/// loss check and the gateway it starts).
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArg {
+    /// RabbitMQ's AMQP URL (the password is never logged).
+    #[arg(
+        long,
+        env = "LOGGATE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
 }
 
 /// Where the client subcommands find the gateway.
@@ -401,14 +409,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 220, value_parser = clap::value_parser!(u32).range(200..=1_000_000))]
     pub record_bytes: u32,
 
-    /// RabbitMQ for the direct-publish ceiling, the loss check, and the spawned gateway.
-    #[arg(
-        long,
-        env = "LOGGATE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    #[command(flatten)]
+    pub broker: BrokerArg,
 
     /// Drive this running gateway instead of starting one (then give --history-queue).
     #[arg(long, requires = "history_queue")]

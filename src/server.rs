@@ -47,7 +47,7 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let endpoint = Endpoint::parse(&config.amqp_url).map_err(Error::AmqpUrl)?;
+    let endpoint = Endpoint::parse(&config.broker.amqp_url).map_err(Error::AmqpUrl)?;
     let instance = config.instance_name();
     let topology = Topology {
         exchange: config.exchange.clone(),

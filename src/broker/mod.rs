@@ -12,6 +12,7 @@ mod topology;
 
 pub use endpoint::Endpoint;
 pub use error::Error;
+pub(crate) use publisher::confirm_channel;
 pub use publisher::{Confirms, Publisher, PublisherSettings, Reservation};
 pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
 pub use topology::{Retention, Topology};

@@ -94,7 +94,8 @@ fn lock(slot: &std::sync::Mutex<Channel>) -> std::sync::MutexGuard<'_, Channel> 
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn confirm_channel(connection: &Connection) -> Result<Channel, Error> {
+/// A new channel in publisher-confirm mode.
+pub(crate) async fn confirm_channel(connection: &Connection) -> Result<Channel, Error> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -10,15 +10,13 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::{
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-    },
+    options::{BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
 };
 
 use super::Error;
-use crate::broker::{Retention, Topology};
+use crate::broker::{confirm_channel, Retention, Topology};
 
 /// Publishes in flight per channel.
 const WINDOW: usize = 1_000;
@@ -127,14 +125,6 @@ pub async fn delete_names(connection: &Connection, queue: &str, exchange: &str) 
     }
     let _ = connection.close(200, "bench cleanup".into()).await;
     drop(channel);
-}
-
-async fn confirm_channel(connection: &Connection) -> Result<Channel, Error> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok(channel)
 }
 
 /// Keeps `WINDOW` publishes in flight on one channel until `count` are confirmed.

@@ -31,6 +31,8 @@ pub enum Error {
     Gateway(String),
     #[error("RabbitMQ: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::Error),
 }
 
 /// Confirm round trips sampled for the direct latency baseline.
@@ -65,7 +67,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             "direct: publishing {} records straight to RabbitMQ…",
             args.direct_records
         );
-        let target = direct::Target::declare(&args.amqp_url, &tag).await?;
+        let target = direct::Target::declare(&args.broker.amqp_url, &tag).await?;
         let measured = async {
             let one = target.throughput(&body, args.direct_records, 1).await?;
             let four = target.throughput(&body, args.direct_records, 4).await?;
@@ -92,7 +94,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     }
     let spawned = match &args.server {
         Some(_) => None,
-        None => Some(SpawnedGateway::start(&args.amqp_url, &tag, &extra).await?),
+        None => Some(SpawnedGateway::start(&args.broker.amqp_url, &tag, &extra).await?),
     };
     let (url, history, pid) = match (&spawned, &args.server) {
         (Some(gateway), _) => (
@@ -135,7 +137,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         Ok(outcome) => outcome,
         Err(error) => {
             if let Some(gateway) = spawned {
-                cleanup(gateway, &args.amqp_url).await;
+                cleanup(gateway, &args.broker.amqp_url).await;
             }
             return Err(error);
         }
@@ -148,7 +150,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         verify::from_time(u64::try_from(started_at - 1).unwrap_or(0))
     };
     let seen = verify::read_stream(
-        &args.amqp_url,
+        &args.broker.amqp_url,
         &history,
         start,
         &outcome.acked,
@@ -156,7 +158,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     )
     .await;
     if let Some(gateway) = spawned {
-        cleanup(gateway, &args.amqp_url).await;
+        cleanup(gateway, &args.broker.amqp_url).await;
     }
     let tally = Tally::of(&outcome.acked, &seen?);
 

@@ -105,6 +105,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_MAX_TAILS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tails: u32,
 
+    /// Records the shared live consumer queues per live Tail; a Tail whose
+    /// queue fills is moved to a stream consumer of its own, losing nothing.
+    #[arg(long, env = "LOGGATE_TAIL_HUB_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tail_hub_queue: u32,
+
     /// Records buffered per Tail while its client is slow.
     #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_buffer: u16,

@@ -1,7 +1,8 @@
 //! loggate: a gRPC logging gateway in front of RabbitMQ.
 //!
 //! Layers, with dependencies pointing one way (see README.md, "Architecture"):
-//! `api` → `record`, `broker`; `broker` → `record`; `record` → the generated wire types.
+//! `api` → `record`, `broker`, `tail`; `tail` → `broker`, `record`; `broker` → `record`;
+//! `record` → the generated wire types.
 
 pub mod api;
 pub mod broker;
@@ -10,3 +11,4 @@ pub mod config;
 pub mod proto;
 pub mod record;
 pub mod server;
+pub mod tail;

@@ -119,6 +119,7 @@ pub async fn run(
             tail_buffer: usize::from(config.tail_buffer),
             stream_inflight: config.stream_inflight as usize,
             max_tails: config.max_tails as usize,
+            tail_hub_queue: config.tail_hub_queue as usize,
         },
         stop.clone(),
     );

@@ -268,3 +268,101 @@ async fn tails_over_max_tails_are_refused_until_one_ends() {
         }
     }
 }
+
+async fn messages_in_order(stream: &mut Streaming<pb::TailResponse>, count: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(count);
+    for _ in 0..count {
+        got.push(next_record(stream).await.message);
+    }
+    got
+}
+
+#[tokio::test]
+async fn live_tails_share_one_stream_consumer() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    let mut tails = Vec::new();
+    for service in ["a", "b", "c", "d", "e"] {
+        tails.push(
+            client
+                .tail(pb::TailRequest {
+                    services: vec![service.into()],
+                    ..Default::default()
+                })
+                .await
+                .expect("tail opens")
+                .into_inner(),
+        );
+    }
+    let tail_connection = format!("loggate {} tail", gateway.instance);
+    assert_eq!(
+        consumers_of_connection(&tail_connection),
+        1,
+        "one shared consumer"
+    );
+
+    let records = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|s| record(s, &format!("for {s}")))
+        .collect();
+    client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+    for (tail, service) in tails.iter_mut().zip(["a", "b", "c", "d", "e"]) {
+        assert_eq!(next_record(tail).await.message, format!("for {service}"));
+    }
+
+    drop(tails);
+    eventually("the shared consumer stops when nobody follows", || {
+        consumers_of_connection(&tail_connection) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_follower_is_detached_and_catches_up_without_slowing_others() {
+    let gateway = Gateway::start(&["--tail-hub-queue", "8", "--tail-buffer", "1"]).await;
+    let mut client = gateway.client().await;
+    let mut slow = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner();
+    let mut fast = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner();
+
+    let expected: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    for chunk in expected.chunks(100) {
+        let records = chunk.iter().map(|m| record("s", m)).collect();
+        client
+            .log_batch(pb::LogBatchRequest { records })
+            .await
+            .expect("accepted");
+    }
+    // The fast follower gets everything while the slow one reads nothing.
+    assert_eq!(messages_in_order(&mut fast, 500).await, expected);
+
+    // The slow one was moved to a consumer of its own…
+    let tail_connection = format!("loggate {} tail", gateway.instance);
+    assert_eq!(
+        consumers_of_connection(&tail_connection),
+        2,
+        "hub + the detached follower"
+    );
+    // …and still receives every record, once, in order.
+    assert_eq!(messages_in_order(&mut slow, 500).await, expected);
+
+    // Nothing more arrives for either after a final record but that record.
+    client
+        .log(pb::LogRequest {
+            record: Some(record("s", "last")),
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(next_record(&mut slow).await.message, "last");
+    assert_eq!(next_record(&mut fast).await.message, "last");
+}

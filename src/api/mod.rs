@@ -15,11 +15,14 @@ use tonic::{Request, Response, Status};
 use crate::broker::{Publisher, StreamSource};
 use crate::proto::v1 as pb;
 use crate::record::Limits;
+use crate::tail::Hub;
 
 /// What every RPC needs; cheap to share.
 pub struct Gateway {
     publisher: Arc<Publisher>,
     source: Arc<StreamSource>,
+    /// The shared live consumer that live tails follow.
+    hub: Arc<Hub>,
     /// This instance's name, stamped on every record (`gateway`).
     instance: String,
     limits: Limits,
@@ -44,6 +47,8 @@ pub struct GatewaySettings {
     pub tail_buffer: usize,
     pub stream_inflight: usize,
     pub max_tails: usize,
+    /// Records queued per live tail in the hub before it is detached.
+    pub tail_hub_queue: usize,
 }
 
 impl Gateway {
@@ -55,6 +60,7 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             publisher,
+            hub: Hub::new(Arc::clone(&source), settings.tail_hub_queue),
             source,
             instance: settings.instance,
             limits: settings.limits,

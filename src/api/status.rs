@@ -26,7 +26,7 @@ impl From<broker::Error> for Status {
                 warn!(%error, "publish failed");
                 Status::unavailable(error.to_string())
             }
-            E::Unreachable { .. } | E::Topology { .. } | E::Amqp(_) => {
+            E::Unreachable { .. } | E::Topology { .. } | E::Amqp(_) | E::Consumer(_) => {
                 warn!(%error, "broker error");
                 Status::unavailable(format!("RabbitMQ: {error}"))
             }

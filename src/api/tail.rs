@@ -1,7 +1,7 @@
-//! `Tail`: one stream consumer per follower, reading the history stream from
-//! where the request says (live, a time, a resume token, the beginning),
-//! filtering in the gateway, sending records in stream order, each with the
-//! token that resumes right after it.
+//! `Tail`: follows the history stream from where the request says (live, a
+//! time, a resume token, the beginning), filters in the gateway, and sends
+//! records in stream order, each with the token that resumes right after it.
+//! Live tails share the gateway's hub; the others read on their own (`tail/`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,12 +10,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, Instrument};
 
 use super::{Gateway, TailStream};
-use crate::broker::{StreamMessage, StreamReader, StreamStart};
+use crate::broker::StreamStart;
 use crate::proto::v1 as pb;
 use crate::record::{Filter, Invalid, Record, ResumeToken};
+use crate::tail::{Entry, Feed};
 
 /// How long the closing status may wait for room in a full response buffer.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
@@ -34,10 +35,13 @@ pub(super) async fn tail(
             ))
         })?;
     let request = request.into_inner();
-    let filter = Filter::from_request(&request)?;
+    let filter = Arc::new(Filter::from_request(&request)?);
     let queue = gateway.source.queue().to_owned();
     let start = Start::from_request(&request, &queue, OffsetDateTime::now_utc())?;
-    let reader = gateway.source.open(start.position()).await?;
+    let feed = match start.position() {
+        StreamStart::Next => Feed::live(&gateway.hub, Arc::clone(&filter)).await?,
+        position => Feed::own(&gateway.source, position).await?,
+    };
     let (tx, rx) = mpsc::channel(gateway.tail_buffer);
     let follower = Follower {
         filter,
@@ -48,7 +52,7 @@ pub(super) async fn tail(
         shutdown: gateway.shutdown.clone(),
         _slot: slot,
     };
-    tokio::spawn(follower.run(reader).instrument(info_span!("tail")));
+    tokio::spawn(follower.run(feed).instrument(info_span!("tail")));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
 
@@ -120,7 +124,7 @@ type Sender = mpsc::Sender<Result<pb::TailResponse, Status>>;
 
 /// One follower's state.
 struct Follower {
-    filter: Filter,
+    filter: Arc<Filter>,
     /// Consulted until the first wanted record; `Live` afterwards.
     start: Start,
     queue: String,
@@ -142,60 +146,56 @@ enum Stop {
 impl Follower {
     /// Forwards records until the client leaves or the limit is reached (no
     /// status), the gateway shuts down or the broker fails (UNAVAILABLE).
-    /// Always closes the reader, so no consumer is left behind on the broker.
-    async fn run(mut self, mut reader: StreamReader) {
+    /// Always closes the feed, so no consumer is left behind on the broker.
+    async fn run(mut self, mut feed: Feed) {
         debug!(start = ?self.start, "tail started");
-        if self.limit == Some(0) {
-            self.limit = None;
-        }
         let stop = loop {
-            let message = tokio::select! {
+            let entry = tokio::select! {
                 () = self.shutdown.cancelled() => break shutting_down(),
                 () = self.tx.closed() => break Stop::Done,
-                next = reader.next() => match next {
-                    Ok(Some(message)) => message,
+                next = feed.next() => match next {
+                    Ok(Some(entry)) => entry,
                     Ok(None) => break Stop::Fail(Status::unavailable("RabbitMQ cancelled the history stream consumer")),
                     Err(error) => break Stop::Fail(Status::from(error)),
                 },
             };
-            if let Err(stop) = self.forward(&message).await {
+            if let Err(stop) = self.forward(entry).await {
                 break stop;
             }
-            // Acks are stream credit: ack only once the records were handed to gRPC.
-            if let Err(error) = reader.ack(&message).await {
-                break Stop::Fail(Status::from(error));
-            }
         };
-        reader.close().await;
+        feed.close().await;
         if let Stop::Fail(status) = stop {
             let _ = self.tx.send_timeout(Err(status), FINAL_STATUS_WAIT).await;
         }
         debug!("tail ended");
     }
 
-    /// Sends the wanted, matching records of one message.
-    async fn forward(&mut self, message: &StreamMessage) -> Result<(), Stop> {
-        let offset = message.offset.unwrap_or(-1);
-        for (index, record) in decode(message) {
-            if !self.wanted(offset, index, &record).await? || !self.filter.matches(&record) {
-                continue;
-            }
-            let resume_token = ResumeToken {
-                queue: self.queue.clone(),
-                offset,
-                index,
-            }
-            .encode();
-            self.send(pb::TailResponse {
-                event: Some(pb::tail_response::Event::Record(record.into())),
-                resume_token,
-            })
-            .await?;
-            if let Some(left) = &mut self.limit {
-                *left -= 1;
-                if *left == 0 {
-                    return Err(Stop::Done);
-                }
+    /// Sends one entry if it is past the start and matches.
+    async fn forward(&mut self, entry: Entry) -> Result<(), Stop> {
+        let Entry {
+            offset,
+            index,
+            record,
+        } = entry;
+        if !self.wanted(offset, index, &record).await? || !self.filter.matches(&record) {
+            return Ok(());
+        }
+        let resume_token = ResumeToken {
+            queue: self.queue.clone(),
+            offset,
+            index,
+        }
+        .encode();
+        let record = Arc::unwrap_or_clone(record);
+        self.send(pb::TailResponse {
+            event: Some(pb::tail_response::Event::Record(record.into())),
+            resume_token,
+        })
+        .await?;
+        if let Some(left) = &mut self.limit {
+            *left -= 1;
+            if *left == 0 {
+                return Err(Stop::Done);
             }
         }
         Ok(())
@@ -245,22 +245,4 @@ impl Follower {
 
 fn shutting_down() -> Stop {
     Stop::Fail(Status::unavailable("the gateway is shutting down"))
-}
-
-/// The loggate records in a message (one, or several when packed); anything
-/// else someone published to the exchange is skipped and logged: the broker
-/// is input too, and must not crash a tail. Each record keeps its index in the
-/// message, bad lines included, so resume tokens stay stable.
-fn decode(message: &StreamMessage) -> Vec<(u32, Record)> {
-    Record::from_message(message.content_type.as_deref(), &message.body)
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, decoded)| match decoded {
-            Ok(record) => Some((u32::try_from(index).unwrap_or(u32::MAX), record)),
-            Err(error) => {
-                warn!(offset = ?message.offset, content_type = ?message.content_type, %error, "skipping a message that is not a loggate record");
-                None
-            }
-        })
-        .collect()
 }

@@ -43,6 +43,9 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
+    /// A stream consumer shared by several readers stopped.
+    #[error("reading the history stream failed: {0}")]
+    Consumer(String),
     /// Any other AMQP failure: a closed channel, a lost connection.
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),

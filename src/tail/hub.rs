@@ -1,0 +1,210 @@
+//! The hub: one shared live stream consumer fanning out to every live follower.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{decode, Entry};
+use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
+use crate::record::Filter;
+
+/// One live stream consumer shared by every live follower of this gateway.
+pub struct Hub {
+    source: Arc<StreamSource>,
+    /// Entries queued per follower before it is let go (memory per follower).
+    capacity: usize,
+    state: Mutex<State>,
+    /// Serialises starting the consumer, so a follower only returns once the
+    /// consumer that will feed it is attached.
+    starting: tokio::sync::Mutex<()>,
+    /// Followers let go because they were slow (for logs and tests).
+    detached: AtomicU64,
+    /// Rung when a follower leaves, so the consumer stops without waiting
+    /// for the next message once nobody follows.
+    left: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct State {
+    running: bool,
+    followers: Vec<Subscriber>,
+}
+
+struct Subscriber {
+    filter: Arc<Filter>,
+    tx: mpsc::Sender<Entry>,
+    slot: Arc<Slot>,
+}
+
+/// What the hub tells a follower when it lets go of it.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// Where to continue: the first matching entry it could not take.
+    resume_at: Mutex<Option<(i64, u32)>>,
+    /// The hub's consumer failed (the broker went away).
+    failed: Mutex<Option<String>>,
+}
+
+impl Slot {
+    pub fn resume_at(&self) -> Option<(i64, u32)> {
+        *lock(&self.resume_at)
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing is held across a panic point under these locks.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hub {
+    pub fn new(source: Arc<StreamSource>, capacity: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            source,
+            capacity: capacity.max(1),
+            state: Mutex::default(),
+            starting: tokio::sync::Mutex::new(()),
+            detached: AtomicU64::new(0),
+            left: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The source followers read on their own from.
+    pub fn source(&self) -> &Arc<StreamSource> {
+        &self.source
+    }
+
+    /// How many followers were let go for being slow, since start.
+    pub fn detached(&self) -> u64 {
+        self.detached.load(Ordering::Relaxed)
+    }
+
+    /// Registers a live follower: it gets every matching record that arrives
+    /// from now on. Starts the shared consumer if it is not running.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        filter: Arc<Filter>,
+    ) -> Result<(mpsc::Receiver<Entry>, Arc<Slot>), Error> {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let slot = Arc::new(Slot::default());
+        let subscriber = Subscriber {
+            filter,
+            tx,
+            slot: Arc::clone(&slot),
+        };
+        let _starting = self.starting.lock().await;
+        // Joining a running hub and the hub retiring both happen under the
+        // state lock, so a follower never joins a hub that has just stopped.
+        {
+            let mut state = lock(&self.state);
+            if state.running {
+                state.followers.push(subscriber);
+                return Ok((rx, slot));
+            }
+        }
+        let reader = self.source.open(StreamStart::Next).await?;
+        {
+            let mut state = lock(&self.state);
+            state.running = true;
+            state.followers.push(subscriber);
+        }
+        tokio::spawn(Arc::clone(self).run(reader));
+        info!("live tail hub started");
+        Ok((rx, slot))
+    }
+
+    /// Reads the stream and fans out until no follower is left or the
+    /// consumer fails.
+    async fn run(self: Arc<Self>, mut reader: StreamReader) {
+        let failure = loop {
+            if self.retire_if_idle() {
+                break None;
+            }
+            let next = tokio::select! {
+                next = reader.next() => next,
+                () = self.left.notified() => continue,
+            };
+            let message = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    break Some("RabbitMQ cancelled the history stream consumer".to_owned())
+                }
+                Err(error) => break Some(error.to_string()),
+            };
+            let entries = decode(&message);
+            // The hub never waits on a follower, so ack (grant credit) at once.
+            if let Err(error) = reader.ack(&message).await {
+                break Some(error.to_string());
+            }
+            self.fan_out(&entries);
+        };
+        reader.close().await;
+        if let Some(reason) = failure {
+            warn!(%reason, "live tail hub stopped");
+            let mut state = lock(&self.state);
+            state.running = false;
+            for follower in state.followers.drain(..) {
+                *lock(&follower.slot.failed) = Some(reason.clone());
+            }
+        } else {
+            info!("live tail hub stopped: no follower left");
+        }
+    }
+
+    /// A follower is done: forget it, and let the consumer stop if it was the last.
+    pub fn leave(&self, slot: &Arc<Slot>) {
+        lock(&self.state)
+            .followers
+            .retain(|f| !Arc::ptr_eq(&f.slot, slot));
+        self.left.notify_one();
+    }
+
+    /// Stops the hub when every follower has gone.
+    fn retire_if_idle(&self) -> bool {
+        let mut state = lock(&self.state);
+        state.followers.retain(|f| !f.tx.is_closed());
+        if state.followers.is_empty() {
+            state.running = false;
+            return true;
+        }
+        false
+    }
+
+    fn fan_out(&self, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        state.followers.retain(|follower| {
+            for entry in entries
+                .iter()
+                .filter(|e| follower.filter.matches(&e.record))
+            {
+                match follower.tx.try_send(entry.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Let go; the follower continues on its own from here.
+                        *lock(&follower.slot.resume_at) = Some((entry.offset, entry.index));
+                        self.detached.fetch_add(1, Ordering::Relaxed);
+                        debug!(
+                            offset = entry.offset,
+                            "a slow follower was detached from the hub"
+                        );
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+    }
+}

@@ -110,6 +110,10 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_TAIL_HUB_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub tail_hub_queue: u32,
 
+    /// How often a Tail gets a Heartbeat, so clients can tell quiet from dead.
+    #[arg(long, env = "LOGGATE_TAIL_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub tail_heartbeat: Duration,
+
     /// Records buffered per Tail while its client is slow.
     #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_buffer: u16,
@@ -256,6 +260,10 @@ pub struct TailArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub limit: Option<u32>,
+
+    /// Print what the history held when the tail started, then exit (needs a start flag).
+    #[arg(long, requires = "start")]
+    pub history_only: bool,
 
     /// When the gateway goes away, reconnect and continue where the tail was.
     #[arg(long)]

@@ -120,6 +120,7 @@ pub async fn run(
             stream_inflight: config.stream_inflight as usize,
             max_tails: config.max_tails as usize,
             tail_hub_queue: config.tail_hub_queue as usize,
+            tail_heartbeat: config.tail_heartbeat,
         },
         stop.clone(),
     );

@@ -455,3 +455,25 @@ async fn start_flags_exclude_each_other() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
+
+#[tokio::test]
+async fn tail_history_only_prints_the_history_and_exits() {
+    let gateway = Gateway::start(&[]).await;
+    log_numbered(&gateway, 4).await;
+    let out = output(&[
+        "tail",
+        "--server",
+        &gateway.url(),
+        "--from-start",
+        "--history-only",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_messages(&out.stdout), ["n0", "n1", "n2", "n3"]);
+}

@@ -37,6 +37,7 @@ async fn drain(mut stream: Streaming<pb::TailResponse>) -> Vec<(String, String)>
             Some(pb::tail_response::Event::Record(record)) => {
                 got.push((record.message, response.resume_token))
             }
+            Some(pb::tail_response::Event::CaughtUp(_)) => {}
             other => panic!("unexpected event {other:?}"),
         }
     }
@@ -159,5 +160,160 @@ async fn tokens_that_do_not_fit_are_refused() {
             status.message()
         );
         assert!(status.message().contains(says), "{}", status.message());
+    }
+}
+
+/// Every event until the stream ends, as short words: `r:<message>`, `caught-up`.
+async fn events(mut stream: Streaming<pb::TailResponse>) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(response) = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the stream ends in time")
+    {
+        match response.expect("no error").event {
+            Some(pb::tail_response::Event::Record(record)) => {
+                got.push(format!("r:{}", record.message))
+            }
+            Some(pb::tail_response::Event::CaughtUp(_)) => got.push("caught-up".into()),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    got
+}
+
+async fn history_only(gateway: &Gateway, start: Start) -> Streaming<pb::TailResponse> {
+    gateway
+        .client()
+        .await
+        .tail(pb::TailRequest {
+            start: Some(start),
+            history_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("tail opens")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn history_only_ends_at_the_head_as_it_was_when_the_call_started() {
+    let gateway = Gateway::start(&[]).await;
+    log_messages(&gateway, "s", (0..5).map(|i| format!("old{i}"))).await;
+    let stream = history_only(&gateway, Start::FromBeginning(true)).await;
+    // Arrives after the call started: not part of the history asked for.
+    log_messages(&gateway, "s", ["new".to_owned()]).await;
+    assert_eq!(
+        events(stream).await,
+        [
+            "r:old0",
+            "r:old1",
+            "r:old2",
+            "r:old3",
+            "r:old4",
+            "caught-up"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_history_tail_says_when_it_caught_up_then_follows_live() {
+    let gateway = Gateway::start(&[]).await;
+    log_messages(&gateway, "s", ["h0".to_owned(), "h1".to_owned()]).await;
+    let mut stream = tail(&gateway, Start::FromBeginning(true), 0).await;
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("caught-up") {
+        let response = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok");
+        match response.event {
+            Some(pb::tail_response::Event::Record(r)) => seen.push(r.message),
+            Some(pb::tail_response::Event::CaughtUp(_)) => seen.push("caught-up".into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["h0", "h1", "caught-up"]);
+    log_messages(&gateway, "s", ["live".to_owned()]).await;
+    let response = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("ok");
+    let Some(pb::tail_response::Event::Record(record)) = response.event else {
+        panic!("a record");
+    };
+    assert_eq!(record.message, "live");
+}
+
+#[tokio::test]
+async fn history_only_on_an_empty_history_or_past_its_end_ends_at_once() {
+    let gateway = Gateway::start(&[]).await;
+    assert_eq!(
+        events(history_only(&gateway, Start::FromBeginning(true)).await).await,
+        ["caught-up"]
+    );
+
+    log_messages(&gateway, "s", ["old".to_owned()]).await;
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        + Duration::from_secs(5);
+    let start = Start::StartTime(prost_types::Timestamp {
+        seconds: later.as_secs() as i64,
+        nanos: 0,
+    });
+    assert_eq!(
+        events(history_only(&gateway, start).await).await,
+        ["caught-up"]
+    );
+}
+
+#[tokio::test]
+async fn history_only_needs_a_start() {
+    let gateway = Gateway::start(&[]).await;
+    let status = gateway
+        .client()
+        .await
+        .tail(pb::TailRequest {
+            history_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("history_only"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_tell_a_quiet_stream_from_a_dead_one() {
+    let gateway = Gateway::start(&["--tail-heartbeat", "200ms"]).await;
+    log_messages(&gateway, "s", ["before".to_owned()]).await;
+    let mut stream = gateway
+        .client()
+        .await
+        .tail(pb::TailRequest {
+            services: vec!["nobody".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("tail opens")
+        .into_inner();
+    log_messages(&gateway, "s", ["filtered out".to_owned()]).await;
+    for _ in 0..3 {
+        let response = tokio::time::timeout(Duration::from_secs(2), stream.next())
+            .await
+            .expect("a heartbeat within 2 s")
+            .expect("open")
+            .expect("ok");
+        let Some(pb::tail_response::Event::Heartbeat(beat)) = response.event else {
+            panic!("expected a heartbeat");
+        };
+        assert!(beat.time.is_some());
+        assert!(response.resume_token.is_empty());
     }
 }

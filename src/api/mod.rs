@@ -32,6 +32,8 @@ pub struct Gateway {
     tail_buffer: usize,
     /// Unconfirmed records one LogStream may have before it stops reading.
     stream_inflight: usize,
+    /// How often a Tail gets a Heartbeat.
+    tail_heartbeat: std::time::Duration,
     /// One permit per open Tail (`--max-tails`).
     tails: Arc<tokio::sync::Semaphore>,
     max_tails: usize,
@@ -49,6 +51,7 @@ pub struct GatewaySettings {
     pub max_tails: usize,
     /// Records queued per live tail in the hub before it is detached.
     pub tail_hub_queue: usize,
+    pub tail_heartbeat: std::time::Duration,
 }
 
 impl Gateway {
@@ -69,6 +72,7 @@ impl Gateway {
             stream_inflight: settings.stream_inflight.max(1),
             tails: Arc::new(tokio::sync::Semaphore::new(settings.max_tails.max(1))),
             max_tails: settings.max_tails.max(1),
+            tail_heartbeat: settings.tail_heartbeat,
             shutdown,
         }
     }

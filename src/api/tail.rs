@@ -15,7 +15,7 @@ use tracing::{debug, info_span, Instrument};
 use super::{Gateway, TailStream};
 use crate::broker::StreamStart;
 use crate::proto::v1 as pb;
-use crate::record::{Filter, Invalid, Record, ResumeToken};
+use crate::record::{timestamp, Filter, Invalid, Record, ResumeToken};
 use crate::tail::{Entry, Feed};
 
 /// How long the closing status may wait for room in a full response buffer.
@@ -38,9 +38,31 @@ pub(super) async fn tail(
     let filter = Arc::new(Filter::from_request(&request)?);
     let queue = gateway.source.queue().to_owned();
     let start = Start::from_request(&request, &queue, OffsetDateTime::now_utc())?;
-    let feed = match start.position() {
-        StreamStart::Next => Feed::live(&gateway.hub, Arc::clone(&filter)).await?,
-        position => Feed::own(&gateway.source, position).await?,
+    let (feed, catch_up) = match start.position() {
+        StreamStart::Next if request.history_only => {
+            return Err(Invalid::new(
+                "history_only",
+                "needs a start: since, start_time, resume_token or from_beginning",
+            )
+            .into());
+        }
+        StreamStart::Next => (
+            Feed::live(&gateway.hub, Arc::clone(&filter)).await?,
+            CatchUp::Live,
+        ),
+        position => {
+            // The head as it is now, before reading: "caught up" means past it.
+            let head = gateway.source.head().await?;
+            let feed = Feed::own(&gateway.source, position).await?;
+            let catch_up = match head {
+                Some(head) => CatchUp::Behind {
+                    head,
+                    seen_any: false,
+                },
+                None => CatchUp::Due,
+            };
+            (feed, catch_up)
+        }
     };
     let (tx, rx) = mpsc::channel(gateway.tail_buffer);
     let follower = Follower {
@@ -48,6 +70,9 @@ pub(super) async fn tail(
         start,
         queue,
         limit: (request.limit > 0).then_some(u64::from(request.limit)),
+        catch_up,
+        history_only: request.history_only,
+        heartbeat: gateway.tail_heartbeat,
         tx,
         shutdown: gateway.shutdown.clone(),
         _slot: slot,
@@ -130,11 +155,32 @@ struct Follower {
     queue: String,
     /// Matching records still to send, if limited.
     limit: Option<u64>,
+    catch_up: CatchUp,
+    /// End once caught up.
+    history_only: bool,
+    heartbeat: Duration,
     tx: Sender,
     shutdown: CancellationToken,
     /// This follower's place under `--max-tails`, returned when it ends.
     _slot: OwnedSemaphorePermit,
 }
+
+/// How far a tail that started in the past is from the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    /// Started live: nothing to catch up with.
+    Live,
+    /// Reading history up to the message at offset `head`.
+    Behind { head: i64, seen_any: bool },
+    /// At the head already (an empty stream): say so first thing.
+    Due,
+    /// CaughtUp was sent.
+    Done,
+}
+
+/// A history consumer that has received nothing for this long started beyond
+/// the head (e.g. a start time after the last record): it is caught up.
+const NOTHING_BEHIND: Duration = Duration::from_secs(1);
 
 /// Why a follower stops.
 enum Stop {
@@ -149,10 +195,41 @@ impl Follower {
     /// Always closes the feed, so no consumer is left behind on the broker.
     async fn run(mut self, mut feed: Feed) {
         debug!(start = ?self.start, "tail started");
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let nothing_behind = tokio::time::sleep(NOTHING_BEHIND);
+        tokio::pin!(nothing_behind);
         let stop = loop {
+            if self.catch_up == CatchUp::Due {
+                if let Err(stop) = self.caught_up().await {
+                    break stop;
+                }
+            }
+            let waiting_for_first = matches!(
+                self.catch_up,
+                CatchUp::Behind {
+                    seen_any: false,
+                    ..
+                }
+            );
             let entry = tokio::select! {
                 () = self.shutdown.cancelled() => break shutting_down(),
                 () = self.tx.closed() => break Stop::Done,
+                () = &mut nothing_behind, if waiting_for_first => {
+                    self.catch_up = CatchUp::Due;
+                    continue;
+                }
+                _ = heartbeat.tick() => {
+                    let beat = pb::Heartbeat {
+                        time: Some(timestamp(OffsetDateTime::now_utc())),
+                        head_time: feed.latest().map(timestamp),
+                    };
+                    if let Err(stop) = self.send(event(pb::tail_response::Event::Heartbeat(beat))).await {
+                        break stop;
+                    }
+                    continue;
+                }
                 next = feed.next() => match next {
                     Ok(Some(entry)) => entry,
                     Ok(None) => break Stop::Fail(Status::unavailable("RabbitMQ cancelled the history stream consumer")),
@@ -170,13 +247,45 @@ impl Follower {
         debug!("tail ended");
     }
 
+    /// Sends CaughtUp once; ends the tail if only history was asked for.
+    async fn caught_up(&mut self) -> Result<(), Stop> {
+        self.catch_up = CatchUp::Done;
+        self.send(event(pb::tail_response::Event::CaughtUp(pb::CaughtUp {})))
+            .await?;
+        if self.history_only {
+            return Err(Stop::Done);
+        }
+        Ok(())
+    }
+
     /// Sends one entry if it is past the start and matches.
     async fn forward(&mut self, entry: Entry) -> Result<(), Stop> {
         let Entry {
             offset,
             index,
             record,
+            last_in_message,
         } = entry;
+        let mut reaches_head = false;
+        if let CatchUp::Behind { head, seen_any } = &mut self.catch_up {
+            *seen_any = true;
+            if offset > *head {
+                // Past the head without a record there (it was empty or
+                // foreign): caught up before this one.
+                self.caught_up().await?;
+            } else {
+                reaches_head = offset == *head && last_in_message;
+            }
+        }
+        let sent = self.deliver(offset, index, record).await;
+        if reaches_head {
+            self.caught_up().await?;
+        }
+        sent
+    }
+
+    /// Sends a record if it is past the start and matches.
+    async fn deliver(&mut self, offset: i64, index: u32, record: Arc<Record>) -> Result<(), Stop> {
         if !self.wanted(offset, index, &record).await? || !self.filter.matches(&record) {
             return Ok(());
         }
@@ -218,11 +327,8 @@ impl Follower {
                          continuing at the oldest retained record, {} messages later",
                         offset - token.offset - 1
                     );
-                    self.send(pb::TailResponse {
-                        event: Some(pb::tail_response::Event::Gap(pb::Gap { reason })),
-                        resume_token: String::new(),
-                    })
-                    .await?;
+                    self.send(event(pb::tail_response::Event::Gap(pb::Gap { reason })))
+                        .await?;
                 }
                 true
             }
@@ -240,6 +346,14 @@ impl Follower {
             () = self.shutdown.cancelled() => Err(shutting_down()),
             sent = self.tx.send(Ok(response)) => sent.map_err(|_| Stop::Done),
         }
+    }
+}
+
+/// A response that carries no record (and so no resume token).
+fn event(event: pb::tail_response::Event) -> pb::TailResponse {
+    pb::TailResponse {
+        event: Some(event),
+        resume_token: String::new(),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum StreamStart {
     Next,
     /// The oldest record still retained.
     First,
+    /// The last chunk written.
+    Last,
     /// A stream offset (a record's position).
     Offset(i64),
     /// The first chunk written at or after this time (seconds since the epoch).
@@ -86,6 +88,7 @@ impl StreamSource {
             let offset = match start {
                 StreamStart::Next => AMQPValue::LongString(LongString::from("next")),
                 StreamStart::First => AMQPValue::LongString(LongString::from("first")),
+                StreamStart::Last => AMQPValue::LongString(LongString::from("last")),
                 StreamStart::Offset(offset) => AMQPValue::LongLongInt(offset),
                 StreamStart::Timestamp(seconds) => AMQPValue::Timestamp(seconds),
             };
@@ -113,6 +116,32 @@ impl StreamSource {
         }
     }
 
+    /// The offset of the newest message in the stream, or `None` if it is
+    /// empty. AMQP 0-9-1 has no call for it, so this reads the last chunk
+    /// (`x-stream-offset` = last): its messages arrive in one burst, and the
+    /// stream going quiet, or a time bound on a busy stream, ends the read.
+    pub async fn head(&self) -> Result<Option<i64>, Error> {
+        let mut reader = self.open(StreamStart::Last).await?;
+        let deadline = tokio::time::Instant::now() + HEAD_READ_LIMIT;
+        let mut head = None;
+        let outcome = loop {
+            let quiet = tokio::time::Instant::now() + HEAD_QUIET;
+            match tokio::time::timeout_at(quiet.min(deadline), reader.next()).await {
+                Err(_) => break Ok(head),
+                Ok(Ok(Some(message))) => {
+                    head = head.max(message.offset);
+                    if let Err(error) = reader.ack(&message).await {
+                        break Err(error);
+                    }
+                }
+                Ok(Ok(None)) => break Ok(head),
+                Ok(Err(error)) => break Err(error),
+            }
+        };
+        reader.close().await;
+        outcome
+    }
+
     /// `true` while connected; changes when the connection drops or recovers.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.link.connected()
@@ -123,6 +152,13 @@ impl StreamSource {
         self.link.close().await;
     }
 }
+
+/// How long the stream must stay quiet for [`StreamSource::head`] to know it
+/// has read the whole last chunk.
+const HEAD_QUIET: Duration = Duration::from_millis(150);
+/// On a busy stream new messages keep coming: the head is then the newest
+/// message read within this time.
+const HEAD_READ_LIMIT: Duration = Duration::from_secs(1);
 
 /// One message read from the stream.
 #[derive(Debug)]

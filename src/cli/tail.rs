@@ -116,6 +116,7 @@ async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) 
         contains: args.contains.clone().unwrap_or_default(),
         start,
         limit,
+        history_only: args.history_only,
     };
     let opened = async {
         let mut client = connect(&args.server.server).await?;
@@ -156,7 +157,13 @@ async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) 
                 eprintln!("loggate: gap: {}", gap.reason);
                 continue;
             }
-            None => continue,
+            Some(pb::tail_response::Event::CaughtUp(_)) => {
+                if !args.history_only {
+                    eprintln!("loggate: caught up; following live");
+                }
+                continue;
+            }
+            Some(pb::tail_response::Event::Heartbeat(_)) | None => continue,
         };
         let record = match Record::try_from(wire) {
             Ok(record) => record,

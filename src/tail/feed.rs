@@ -28,6 +28,8 @@ pub struct Own {
     /// Entries before this position were already delivered (after a switch
     /// from the hub, the reader starts at a whole message).
     from: Option<(i64, u32)>,
+    /// Arrival time of the newest record read, for heartbeats.
+    latest: Option<time::OffsetDateTime>,
 }
 
 impl Feed {
@@ -47,6 +49,7 @@ impl Feed {
             reader: source.open(start).await?,
             pending: VecDeque::new(),
             from: None,
+            latest: None,
         })))
     }
 
@@ -69,10 +72,19 @@ impl Feed {
                         reader: hub.source().open(StreamStart::Offset(offset)).await?,
                         pending: VecDeque::new(),
                         from: Some((offset, index)),
+                        latest: hub.latest(),
                     }));
                 }
                 Feed::Own(own) => return own.next().await,
             }
+        }
+    }
+
+    /// Arrival time of the newest record this feed's consumer has read.
+    pub fn latest(&self) -> Option<time::OffsetDateTime> {
+        match self {
+            Feed::Shared { hub, .. } => hub.latest(),
+            Feed::Own(own) => own.latest,
         }
     }
 
@@ -98,7 +110,10 @@ impl Own {
             let Some(message) = self.reader.next().await? else {
                 return Ok(None);
             };
-            self.pending.extend(decode(&message));
+            let entries = decode(&message);
+            let newest = entries.iter().map(|e| e.record.received_time).max();
+            self.latest = self.latest.max(newest);
+            self.pending.extend(entries);
             // Decoded and queued: grant the credit for the next message. At
             // most one message's records wait here, so memory stays bounded.
             self.reader.ack(&message).await?;

@@ -23,6 +23,8 @@ pub struct Hub {
     starting: tokio::sync::Mutex<()>,
     /// Followers let go because they were slow (for logs and tests).
     detached: AtomicU64,
+    /// Arrival time of the newest record read, for heartbeats.
+    latest: Mutex<Option<time::OffsetDateTime>>,
     /// Rung when a follower leaves, so the consumer stops without waiting
     /// for the next message once nobody follows.
     left: tokio::sync::Notify,
@@ -75,6 +77,7 @@ impl Hub {
             starting: tokio::sync::Mutex::new(()),
             detached: AtomicU64::new(0),
             left: tokio::sync::Notify::new(),
+            latest: Mutex::new(None),
         })
     }
 
@@ -179,9 +182,18 @@ impl Hub {
         false
     }
 
+    /// Arrival time of the newest record the hub has read.
+    pub fn latest(&self) -> Option<time::OffsetDateTime> {
+        *lock(&self.latest)
+    }
+
     fn fan_out(&self, entries: &[Entry]) {
-        if entries.is_empty() {
+        let Some(newest) = entries.iter().map(|e| e.record.received_time).max() else {
             return;
+        };
+        {
+            let mut latest = lock(&self.latest);
+            *latest = (*latest).max(Some(newest));
         }
         let mut state = lock(&self.state);
         state.followers.retain(|follower| {

@@ -28,6 +28,8 @@ pub struct Entry {
     pub index: u32,
     /// Shared: the hub decodes a record once for all followers.
     pub record: Arc<Record>,
+    /// The last record decoded from its message.
+    pub last_in_message: bool,
 }
 
 impl Entry {
@@ -43,7 +45,7 @@ impl Entry {
 /// message, bad lines included, so positions stay stable.
 pub fn decode(message: &StreamMessage) -> Vec<Entry> {
     let offset = message.offset.unwrap_or(-1);
-    Record::from_message(message.content_type.as_deref(), &message.body)
+    let mut entries: Vec<Entry> = Record::from_message(message.content_type.as_deref(), &message.body)
         .into_iter()
         .enumerate()
         .filter_map(|(index, decoded)| match decoded {
@@ -51,11 +53,16 @@ pub fn decode(message: &StreamMessage) -> Vec<Entry> {
                 offset,
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 record: Arc::new(record),
+                last_in_message: false,
             }),
             Err(error) => {
                 tracing::warn!(offset, content_type = ?message.content_type, %error, "skipping a message that is not a loggate record");
                 None
             }
         })
-        .collect()
+        .collect();
+    if let Some(last) = entries.last_mut() {
+        last.last_in_message = true;
+    }
+    entries
 }

@@ -392,6 +392,12 @@ pub enum BenchMode {
     Batch,
     /// One LogStream per client, pipelining requests of --batch-size records.
     Stream,
+    /// Live fan-out: --followers tails, each following one of --services,
+    /// while records arrive at --rate for --seconds.
+    Tail,
+    /// Replay: --records published, then read back from the start by one tail,
+    /// against lapin reading the same stream without decoding.
+    Replay,
 }
 
 /// `loggate bench`: by default it starts its own gateway (this binary, with
@@ -413,6 +419,23 @@ pub struct BenchArgs {
     /// Records per LogBatch call or LogStream request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
+
+    /// Tail mode: live followers.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub followers: u32,
+
+    /// Tail mode: services the records are spread over; follower i follows service i mod N
+    /// (0 = every follower follows everything).
+    #[arg(long, default_value_t = 100)]
+    pub services: u32,
+
+    /// Tail mode: records per second.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+
+    /// Tail mode: how long records are sent.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
 
     /// Requests each LogStream client keeps unanswered (its pipeline depth).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]

@@ -66,6 +66,8 @@ pub async fn drive(url: &str, plan: &Plan, progress: &ProgressBar) -> Result<Out
                 BenchMode::Stream => {
                     stream(client, remaining, template, batch, window, progress).await
                 }
+                // Not ingest modes: `bench::run` hands them to `fanout`.
+                BenchMode::Tail | BenchMode::Replay => Outcome::default(),
             }
         });
     }

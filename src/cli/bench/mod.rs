@@ -8,6 +8,7 @@
 //! acked id counted. Every name it declares is unique to the run and deleted.
 
 mod direct;
+mod fanout;
 mod load;
 mod process;
 mod report;
@@ -49,6 +50,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         BenchMode::Unary => "unary",
         BenchMode::Batch => "batch",
         BenchMode::Stream => "stream",
+        BenchMode::Tail | BenchMode::Replay => return fanout::run(&args, &tag, template).await,
     };
     println!(
         "loggate bench: mode={mode} records={} concurrency={} batch-size={} record body={} B amqp-batch-records={} cores={}",
@@ -226,7 +228,7 @@ fn row(label: &str, records_per_second: Option<f64>, latency: Option<Latency>) -
     }
 }
 
-async fn cleanup(gateway: SpawnedGateway, amqp_url: &str) {
+pub(super) async fn cleanup(gateway: SpawnedGateway, amqp_url: &str) {
     let (exchange, queue) = (gateway.exchange.clone(), gateway.history_queue.clone());
     gateway.stop().await;
     if let Ok(connection) = lapin::Connection::connect(amqp_url, Default::default()).await {

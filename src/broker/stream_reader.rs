@@ -108,6 +108,8 @@ impl StreamSource {
                 channel,
                 consumer,
                 closed: false,
+                unacked: 0,
+                ack_every: (self.prefetch / 4).max(1),
             }),
             Err(error) => {
                 let _ = channel.close(200, "consume failed".into()).await;
@@ -177,6 +179,10 @@ pub struct StreamReader {
     channel: Channel,
     consumer: lapin::Consumer,
     closed: bool,
+    /// Messages read but not yet acknowledged.
+    unacked: u16,
+    /// Acknowledge after this many (a quarter of the prefetch).
+    ack_every: u16,
 }
 
 impl StreamReader {
@@ -209,11 +215,18 @@ impl StreamReader {
         }
     }
 
-    /// Acknowledges a message; on a stream this grants credit for the next one.
-    pub async fn ack(&self, message: &StreamMessage) -> Result<(), Error> {
-        self.channel
-            .basic_ack(message.delivery_tag, BasicAckOptions::default())
-            .await?;
+    /// Acknowledges a message: on a stream, acks are credit for the next
+    /// ones. They are sent a quarter of the prefetch at a time (one `multiple`
+    /// ack), so the broker always has credit left and a fast reader does not
+    /// pay a frame per message.
+    pub async fn ack(&mut self, message: &StreamMessage) -> Result<(), Error> {
+        self.unacked += 1;
+        if self.unacked >= self.ack_every {
+            self.channel
+                .basic_ack(message.delivery_tag, BasicAckOptions { multiple: true })
+                .await?;
+            self.unacked = 0;
+        }
         Ok(())
     }
 

@@ -69,3 +69,40 @@ fn bench_with_packed_messages_verifies_every_record() {
         "{stdout}"
     );
 }
+
+#[test]
+fn bench_tail_and_replay_smoke_runs_count_every_delivery() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_loggate"))
+            .arg("bench")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("bench runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let tail = run(&[
+        "--mode",
+        "tail",
+        "--followers",
+        "20",
+        "--services",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ]);
+    assert!(
+        tail.contains("200 records sent (0 failed calls), 1000 deliveries expected, 1000 delivered, 0 lost, 0 duplicated"),
+        "{tail}"
+    );
+    let replay = run(&["--mode", "replay", "--records", "500"]);
+    assert!(replay.contains("replay: 500 of 500 records"), "{replay}");
+}

@@ -58,6 +58,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_HISTORY_MAX_BYTES", default_value = "1GB", value_parser = byte_size)]
     pub history_max_bytes: u64,
 
+    /// Size of the history stream's segment files (x-stream-max-segment-size-bytes).
+    /// Retention removes whole segments; RabbitMQ's default is 500MB.
+    #[arg(long, env = "LOGGATE_HISTORY_SEGMENT_BYTES", value_parser = byte_size)]
+    pub history_segment_bytes: Option<u64>,
+
     /// This instance's name, stamped on every record it accepts. Default: the host name.
     #[arg(long, env = "LOGGATE_INSTANCE")]
     pub instance: Option<String>,

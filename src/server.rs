@@ -55,6 +55,7 @@ pub async fn run(
         retention: Retention {
             max_age: config.history_max_age.clone(),
             max_bytes: config.history_max_bytes,
+            segment_bytes: config.history_segment_bytes,
         },
     };
     // Publishing and consuming use separate connections: a blocked publisher

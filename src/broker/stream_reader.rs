@@ -122,13 +122,23 @@ impl StreamSource {
     /// empty. AMQP 0-9-1 has no call for it, so this reads the last chunk
     /// (`x-stream-offset` = last): its messages arrive in one burst, and the
     /// stream going quiet, or a time bound on a busy stream, ends the read.
+    /// An empty stream delivers nothing: after `HEAD_FIRST_WAIT` it is taken
+    /// as empty (the queue's message count cannot tell: on 3.10 it counts
+    /// committed chunks and was seen to read 0 on a stream with records).
     pub async fn head(&self) -> Result<Option<i64>, Error> {
         let mut reader = self.open(StreamStart::Last).await?;
-        let deadline = tokio::time::Instant::now() + HEAD_READ_LIMIT;
+        let started = tokio::time::Instant::now();
         let mut head = None;
         let outcome = loop {
-            let quiet = tokio::time::Instant::now() + HEAD_QUIET;
-            match tokio::time::timeout_at(quiet.min(deadline), reader.next()).await {
+            // A loaded broker may take a while for the first delivery; after
+            // it, the rest of the chunk follows at once.
+            let wait = match head {
+                None => started + HEAD_FIRST_WAIT,
+                Some(_) => {
+                    (tokio::time::Instant::now() + HEAD_QUIET).min(started + HEAD_READ_LIMIT)
+                }
+            };
+            match tokio::time::timeout_at(wait, reader.next()).await {
                 Err(_) => break Ok(head),
                 Ok(Ok(Some(message))) => {
                     head = head.max(message.offset);
@@ -160,7 +170,9 @@ impl StreamSource {
 const HEAD_QUIET: Duration = Duration::from_millis(150);
 /// On a busy stream new messages keep coming: the head is then the newest
 /// message read within this time.
-const HEAD_READ_LIMIT: Duration = Duration::from_secs(1);
+const HEAD_READ_LIMIT: Duration = Duration::from_secs(3);
+/// How long a non-empty stream may take to deliver its last chunk's first message.
+const HEAD_FIRST_WAIT: Duration = Duration::from_secs(1);
 
 /// One message read from the stream.
 #[derive(Debug)]

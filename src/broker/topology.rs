@@ -26,6 +26,8 @@ pub struct Retention {
     pub max_age: String,
     /// `x-max-length-bytes`.
     pub max_bytes: u64,
+    /// `x-stream-max-segment-size-bytes`; `None` keeps RabbitMQ's default.
+    pub segment_bytes: Option<u64>,
 }
 
 impl Topology {
@@ -62,6 +64,12 @@ impl Topology {
             "x-max-length-bytes".into(),
             AMQPValue::LongLongInt(i64::try_from(self.retention.max_bytes).unwrap_or(i64::MAX)),
         );
+        if let Some(segment) = self.retention.segment_bytes {
+            arguments.insert(
+                "x-stream-max-segment-size-bytes".into(),
+                AMQPValue::LongLongInt(i64::try_from(segment).unwrap_or(i64::MAX)),
+            );
+        }
         channel
             .queue_declare(
                 ShortString::from(self.history_queue.as_str()),

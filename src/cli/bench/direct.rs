@@ -44,6 +44,7 @@ impl Target {
             retention: Retention {
                 max_age: "1h".into(),
                 max_bytes: 2_000_000_000,
+                segment_bytes: None,
             },
         };
         let channel = connection.create_channel().await?;

@@ -9,6 +9,7 @@ use common::{record, unique, Gateway, Probe, AMQP_URL, WAIT};
 use loggate::proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
+use tokio_stream::StreamExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loggate");
 
@@ -301,33 +302,10 @@ async fn serve_exits_zero_on_sigterm() {
         exchanges: vec![exchange.clone()],
         queues: vec![history.clone()],
     };
-    let mut child = loggate(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--amqp-url",
-        AMQP_URL,
-        "--exchange",
-        &exchange,
-        "--history-queue",
-        &history,
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("serve starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    // The log is plain text when stderr is not a terminal.
-    let serving = tokio::time::timeout(WAIT, async {
-        while let Some(line) = stderr.next_line().await.expect("read") {
-            if line.contains("serving") {
-                return line;
-            }
-        }
-        panic!("serve exited before serving");
-    })
-    .await
-    .expect("serving in time");
-    assert!(serving.contains("address=127.0.0.1:"), "{serving}");
+    // The log is plain text when stderr is not a terminal; the helper reads
+    // the bound address from its "serving" line.
+    let (mut child, url) = serve_process(&exchange, &history).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     let pid = child.id().expect("running").to_string();
     let killed = std::process::Command::new("kill")
@@ -476,4 +454,93 @@ async fn tail_history_only_prints_the_history_and_exits() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(json_messages(&out.stdout), ["n0", "n1", "n2", "n3"]);
+}
+
+/// Starts `loggate serve` on the given names; returns the process and its URL.
+async fn serve_process(exchange: &str, history: &str) -> (Child, String) {
+    let mut child = loggate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--amqp-url",
+        AMQP_URL,
+        "--exchange",
+        exchange,
+        "--history-queue",
+        history,
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = tokio::time::timeout(WAIT, async {
+        while let Some(line) = stderr.next_line().await.expect("read") {
+            if let Some(rest) = line.split("serving address=").nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .to_owned();
+            }
+        }
+        panic!("serve exited before serving");
+    })
+    .await
+    .expect("serving in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    (child, format!("http://{address}"))
+}
+
+#[tokio::test]
+async fn a_tail_resumes_on_another_gateway_after_the_first_is_killed() {
+    let exchange = unique("x");
+    let history = unique("history");
+    let _names = common::Names {
+        exchanges: vec![exchange.clone()],
+        queues: vec![history.clone()],
+    };
+    let (mut first, url) = serve_process(&exchange, &history).await;
+    let mut client = pb::log_gateway_client::LogGatewayClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let records = (0..6).map(|i| record("k", &format!("n{i}"))).collect();
+    client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("accepted");
+    let mut stream = client
+        .tail(pb::TailRequest {
+            start: Some(pb::tail_request::Start::FromBeginning(true)),
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let response = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok");
+        if let Some(pb::tail_response::Event::Record(r)) = response.event {
+            seen.push(r.message);
+            token = response.resume_token;
+        }
+    }
+    assert_eq!(seen, ["n0", "n1", "n2"]);
+
+    first.kill().await.expect("kill -9");
+    let (_second, url) = serve_process(&exchange, &history).await;
+    let out = output(&[
+        "tail", "--server", &url, "--resume", &token, "--limit", "3", "--output", "json",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_messages(&out.stdout), ["n3", "n4", "n5"]);
 }

@@ -442,6 +442,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
 
+    /// Tail mode: follower 0 reads nothing for this long after it opens (a
+    /// paused client), then everything it matched; reported on its own.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub pause_one: Option<Duration>,
+
     /// Requests each LogStream client keeps unanswered (its pipeline depth).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub stream_window: u32,

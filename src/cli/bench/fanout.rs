@@ -116,7 +116,11 @@ async fn fan_out(
         let log: Received = Arc::default();
         received.push(Arc::clone(&log));
         let stop = stop.clone();
+        let pause = if i == 0 { args.pause_one } else { None };
         readers.spawn(async move {
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
             loop {
                 let next = tokio::select! {
                     next = stream.next() => next,
@@ -192,7 +196,7 @@ async fn fan_out(
         }
     };
     let expected: Vec<usize> = (0..followers).map(expected_for).collect();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15) + args.pause_one.unwrap_or_default();
     loop {
         let done = received.iter().zip(&expected).all(|(log, want)| {
             log.lock()
@@ -214,22 +218,39 @@ async fn fan_out(
         let log = log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let paused = i == 0 && args.pause_one.is_some();
         let mut unique = HashSet::new();
+        let mut copies = 0;
         for (id, at) in log.iter() {
             if !unique.insert(id.as_str()) {
-                duplicated += 1;
+                copies += 1;
                 continue;
             }
-            if let Some((sent_at, _)) = returned.get(id) {
+            // The paused follower's latency is its pause: kept out of the others'.
+            if let (Some((sent_at, _)), false) = (returned.get(id), paused) {
                 latencies.push(at.saturating_duration_since(*sent_at));
             }
         }
+        let missing = expected[i].saturating_sub(unique.len());
+        if paused {
+            println!(
+                "paused follower: {} of {} records after its pause, {missing} lost, {copies} duplicated",
+                unique.len(),
+                expected[i]
+            );
+        }
         delivered += unique.len();
-        lost += expected[i].saturating_sub(unique.len());
+        lost += missing;
+        duplicated += copies;
     }
     let latency = report::Latency::of(latencies);
+    let label = if args.pause_one.is_some() {
+        "Log returned → received (others)"
+    } else {
+        "Log returned → record received"
+    };
     report::print_table(&[report::Row {
-        label: "Log returned → record received".into(),
+        label: label.into(),
         records_per_second: Some(delivered as f64 / args.duration.as_secs_f64()),
         latency,
     }]);

@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{record, unique, Gateway, Probe, AMQP_URL, WAIT};
+use common::{record, Gateway, Probe, AMQP_URL, WAIT};
 use loggate::proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -296,12 +296,7 @@ async fn serve_exits_non_zero_naming_the_broker_when_it_never_answers() {
 
 #[tokio::test]
 async fn serve_exits_zero_on_sigterm() {
-    let exchange = unique("x");
-    let history = unique("history");
-    let _names = common::Names {
-        exchanges: vec![exchange.clone()],
-        queues: vec![history.clone()],
-    };
+    let (exchange, history, _names) = common::fresh_names();
     // The log is plain text when stderr is not a terminal; the helper reads
     // the bound address from its "serving" line.
     let (mut child, url) = serve_process(&exchange, &history).await;
@@ -493,12 +488,7 @@ async fn serve_process(exchange: &str, history: &str) -> (Child, String) {
 
 #[tokio::test]
 async fn a_tail_resumes_on_another_gateway_after_the_first_is_killed() {
-    let exchange = unique("x");
-    let history = unique("history");
-    let _names = common::Names {
-        exchanges: vec![exchange.clone()],
-        queues: vec![history.clone()],
-    };
+    let (exchange, history, _names) = common::fresh_names();
     let (mut first, url) = serve_process(&exchange, &history).await;
     let mut client = pb::log_gateway_client::LogGatewayClient::connect(url.clone())
         .await

@@ -211,6 +211,16 @@ pub const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus:
 pub const NOT_SERVING: i32 =
     tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
 
+/// A fresh exchange and history queue name, and the guard that deletes them.
+pub fn fresh_names() -> (String, String, Names) {
+    let (exchange, history) = (unique("x"), unique("history"));
+    let names = Names {
+        exchanges: vec![exchange.clone()],
+        queues: vec![history.clone()],
+    };
+    (exchange, history, names)
+}
+
 /// Exchanges and queues to delete when the test ends, pass or fail.
 #[derive(Default)]
 pub struct Names {

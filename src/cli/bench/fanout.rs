@@ -9,11 +9,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{AMQPValue, FieldTable},
-    Connection,
-};
+use lapin::options::BasicAckOptions;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -336,22 +332,8 @@ async fn replay(
 
 /// Reads the whole stream from `first` without decoding: (messages, seconds).
 async fn raw_replay(amqp_url: &str, queue: &str) -> Result<(usize, f64), Error> {
-    let connection = Connection::connect(amqp_url, Default::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel.basic_qos(2_000, BasicQosOptions::default()).await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            arguments,
-        )
-        .await?;
+    let (connection, channel, mut consumer) =
+        super::verify::open_consumer(amqp_url, queue, super::verify::from_first()).await?;
     let started = Instant::now();
     let (mut messages, mut last) = (0usize, started);
     while let Ok(Some(delivery)) =

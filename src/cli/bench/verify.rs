@@ -56,23 +56,7 @@ pub async fn read_stream(
     acked: &[String],
     idle: Duration,
 ) -> Result<HashMap<String, u32>, Error> {
-    let connection = Connection::connect(
-        amqp_url,
-        ConnectionProperties::default().with_connection_name("loggate bench verify".into()),
-    )
-    .await?;
-    let channel = connection.create_channel().await?;
-    channel.basic_qos(2_000, BasicQosOptions::default()).await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-stream-offset".into(), start);
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            arguments,
-        )
-        .await?;
+    let (connection, channel, mut consumer) = open_consumer(amqp_url, queue, start).await?;
 
     let wanted: std::collections::HashSet<&str> = acked.iter().map(String::as_str).collect();
     let mut seen: HashMap<String, u32> = HashMap::with_capacity(acked.len());
@@ -119,6 +103,32 @@ pub async fn read_stream(
     let _ = channel.close(200, "verified".into()).await;
     let _ = connection.close(200, "verified".into()).await;
     Ok(seen)
+}
+
+/// A consumer of its own on `queue` from `start`, for reading a stream back.
+pub async fn open_consumer(
+    amqp_url: &str,
+    queue: &str,
+    start: AMQPValue,
+) -> Result<(Connection, lapin::Channel, lapin::Consumer), Error> {
+    let connection = Connection::connect(
+        amqp_url,
+        ConnectionProperties::default().with_connection_name("loggate bench reader".into()),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(2_000, BasicQosOptions::default()).await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-stream-offset".into(), start);
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await?;
+    Ok((connection, channel, consumer))
 }
 
 /// `x-stream-offset` for the start of a stream.

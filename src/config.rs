@@ -150,14 +150,24 @@ impl ServeConfig {
 /// loss check and the gateway it starts).
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArg {
-    /// RabbitMQ's AMQP URL (the password is never logged).
+    /// RabbitMQ's AMQP URL (the password is never logged). Repeat it, or give
+    /// several comma-separated, for the nodes of a cluster: the gateway uses
+    /// the first that answers and fails over to the next.
     #[arg(
         long,
         env = "LOGGATE_AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
+        hide_env_values = true,
+        value_delimiter = ','
     )]
-    pub amqp_url: String,
+    pub amqp_url: Vec<String>,
+}
+
+impl BrokerArg {
+    /// The first URL: where `bench` declares, publishes directly and reads back.
+    pub fn primary(&self) -> &str {
+        self.amqp_url.first().map_or("", String::as_str)
+    }
 }
 
 /// Where the client subcommands find the gateway.
@@ -356,6 +366,10 @@ mod tests {
     fn defaults_match_the_readme() {
         let config = ServeConfig::try_parse_from(["serve"]).expect("defaults parse");
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(
+            config.broker.amqp_url,
+            ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+        );
         assert_eq!(config.exchange, "loggate");
         assert_eq!(config.history_queue, "loggate.history");
         assert_eq!(config.history_max_age, "7D");

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::api::{Gateway, GatewaySettings};
 use crate::broker::{
-    self, Endpoint, Publisher, PublisherSettings, Retention, StreamSource, Topology,
+    self, Brokers, Publisher, PublisherSettings, Retention, StreamSource, Topology,
 };
 use crate::config::ServeConfig;
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
@@ -47,7 +47,7 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let endpoint = Endpoint::parse(&config.broker.amqp_url).map_err(Error::AmqpUrl)?;
+    let endpoint = Brokers::parse(&config.broker.amqp_url).map_err(Error::AmqpUrl)?;
     let instance = config.instance_name();
     let topology = Topology {
         exchange: config.exchange.clone(),

@@ -205,3 +205,43 @@ async fn reflection_lists_every_service_in_both_versions() {
     names.sort();
     assert_eq!(names, expected);
 }
+
+#[tokio::test]
+async fn a_dead_broker_in_the_list_is_skipped_at_start_and_on_reconnect() {
+    let vhost = Vhost::create();
+    // The first node of the "cluster" never answers; the second is real.
+    let urls = format!(
+        "amqp://guest:guest@127.0.0.1:1/{0},{1}",
+        vhost.name,
+        vhost.url()
+    );
+    let gateway = Gateway::start_at(&urls, &[]).await;
+    let mut probe = Probe::bind_at(&vhost.url(), &gateway.exchange, "#").await;
+    let mut client = gateway.client().await;
+    client
+        .log(pb::LogRequest {
+            record: Some(record("s", "via the second broker")),
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(probe.next_json().await["message"], "via the second broker");
+
+    // Lose the connection: the gateway tries the dead one, then comes back.
+    close_connections(&gateway.instance);
+    eventually_async("health returns to SERVING", || async {
+        gateway.health_status("").await == SERVING
+    })
+    .await;
+    eventually_async("a Log is accepted again", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .log(pb::LogRequest {
+                    record: Some(record("s", "after failover")),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+}

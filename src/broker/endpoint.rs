@@ -51,6 +51,66 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// The brokers a gateway may use, in order of preference: the nodes of one
+/// cluster, or standalone brokers behind the same names. A connection goes to
+/// the first that answers; when it is lost, the next attempt starts with the
+/// one after it, so a dead node is not retried first.
+#[derive(Clone)]
+pub struct Brokers {
+    endpoints: std::sync::Arc<[Endpoint]>,
+}
+
+impl Brokers {
+    /// Parses each URL; a value may hold several, comma-separated.
+    pub fn parse<S: AsRef<str>>(urls: &[S]) -> Result<Brokers, String> {
+        let endpoints: Vec<Endpoint> = urls
+            .iter()
+            .flat_map(|url| url.as_ref().split(','))
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<_, _>>()?;
+        if endpoints.is_empty() {
+            return Err("no AMQP URL given".to_owned());
+        }
+        Ok(Brokers {
+            endpoints: endpoints.into(),
+        })
+    }
+
+    /// Every broker, starting with the one after `last` (or the first).
+    pub(crate) fn from(&self, after: Option<usize>) -> impl Iterator<Item = (usize, &Endpoint)> {
+        let count = self.endpoints.len();
+        let first = after.map_or(0, |i| (i + 1) % count);
+        (0..count).map(move |k| {
+            let i = (first + k) % count;
+            (i, &self.endpoints[i])
+        })
+    }
+
+    pub(crate) fn get(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index % self.endpoints.len()]
+    }
+}
+
+impl fmt::Display for Brokers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            fmt::Display::fmt(endpoint, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Brokers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +128,21 @@ mod tests {
     fn names_a_non_default_vhost() {
         let endpoint = Endpoint::parse("amqp://u:p@h:5672/logs").expect("valid");
         assert_eq!(endpoint.to_string(), "h:5672 (vhost \"logs\")");
+    }
+
+    #[test]
+    fn several_brokers_are_tried_in_turn() {
+        let brokers = Brokers::parse(&[
+            "amqp://u:p@a:1/%2f,amqp://u:p@b:2/%2f",
+            "amqp://u:p@c:3/%2f",
+        ])
+        .expect("valid");
+        assert_eq!(brokers.to_string(), "a:1, b:2, c:3");
+        let order = |after| brokers.from(after).map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(order(None), [0, 1, 2]);
+        assert_eq!(order(Some(0)), [1, 2, 0]);
+        assert_eq!(order(Some(2)), [0, 1, 2]);
+        assert!(Brokers::parse(&[" , "]).is_err());
     }
 
     #[test]

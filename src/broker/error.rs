@@ -2,20 +2,20 @@
 
 use std::time::Duration;
 
-use super::Endpoint;
+use super::Brokers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The first connection at start-up never succeeded.
     #[error("RabbitMQ at {endpoint} did not answer within {}: {reason}", humantime::format_duration(*.waited))]
     Unreachable {
-        endpoint: Endpoint,
+        endpoint: Brokers,
         waited: Duration,
         reason: String,
     },
     /// The connection is down right now; the link is reconnecting.
     #[error("not connected to RabbitMQ at {0}; reconnecting")]
-    NotConnected(Endpoint),
+    NotConnected(Brokers),
     /// The broker returned a mandatory publish: nothing is bound for its key.
     #[error("no queue is bound to exchange {exchange:?} for routing key {routing_key:?}; the record was returned unroutable")]
     Unroutable {

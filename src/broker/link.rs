@@ -10,7 +10,7 @@ use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Endpoint, Error};
+use super::{Brokers, Error};
 
 /// What a link keeps per connection: the connection and whatever was prepared on it.
 pub(crate) trait Session: Send + Sync + 'static {
@@ -33,7 +33,7 @@ const STATUS_POLL: Duration = Duration::from_millis(500);
 
 /// One supervised AMQP connection and the session prepared on it.
 pub(crate) struct Link<S> {
-    endpoint: Endpoint,
+    endpoint: Brokers,
     /// The live session; `None` while reconnecting.
     current: watch::Receiver<Option<Arc<S>>>,
     /// Cancelled to close the connection and end the supervisor.
@@ -45,16 +45,24 @@ impl<S: Session> Link<S> {
     /// Connects, retrying for up to `wait`, then keeps the connection up in the
     /// background. `name` shows in RabbitMQ's connection list.
     pub(crate) async fn establish(
-        endpoint: Endpoint,
+        endpoint: Brokers,
         name: String,
         wait: Duration,
         prepare: Prepare<S>,
     ) -> Result<Link<S>, Error> {
         let deadline = Instant::now() + wait;
         let mut delay = BACKOFF_FIRST;
-        let (first, events) = loop {
+        let (first, events, used) = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match open(&endpoint, &name, &prepare, remaining.min(ATTEMPT_TIMEOUT)).await {
+            match open(
+                &endpoint,
+                None,
+                &name,
+                &prepare,
+                remaining.min(ATTEMPT_TIMEOUT),
+            )
+            .await
+            {
                 Ok(opened) => break opened,
                 Err(reason) => {
                     if Instant::now() + delay >= deadline {
@@ -70,7 +78,7 @@ impl<S: Session> Link<S> {
                 }
             }
         };
-        info!(%endpoint, connection = %name, "connected to RabbitMQ");
+        info!(broker = %endpoint.get(used), connection = %name, "connected to RabbitMQ");
 
         let (tx, current) = watch::channel(Some(Arc::new(first)));
         let stop = CancellationToken::new();
@@ -79,7 +87,7 @@ impl<S: Session> Link<S> {
             name,
             prepare,
             tx,
-            events,
+            (events, used),
             stop.clone(),
         ));
         Ok(Link {
@@ -122,23 +130,36 @@ impl<S: Session> Link<S> {
 
 type Events = Pin<Box<dyn futures::Stream<Item = Event> + Send>>;
 
-/// One attempt: connect and prepare, within `timeout`. The error is a
-/// description safe to log (it never contains the URL).
+/// One attempt: each broker in turn, starting after `last`, until one
+/// connects and prepares, all within `timeout`. Returns the session, its
+/// events and which broker it is on. The error is a description safe to log
+/// (it never contains a URL).
 async fn open<S: Session>(
-    endpoint: &Endpoint,
+    brokers: &Brokers,
+    last: Option<usize>,
     name: &str,
     prepare: &Prepare<S>,
     timeout: Duration,
-) -> Result<(S, Events), String> {
+) -> Result<(S, Events, usize), String> {
     let attempt = async {
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect_uri(endpoint.uri(), properties)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Listen before anything can go wrong, or the first error is missed.
-        let events: Events = Box::pin(connection.events_listener());
-        let session = prepare(connection).await.map_err(|e| e.to_string())?;
-        Ok((session, events))
+        let mut reasons = Vec::new();
+        for (index, endpoint) in brokers.from(last) {
+            let properties = ConnectionProperties::default().with_connection_name(name.into());
+            let connected = async {
+                let connection = Connection::connect_uri(endpoint.uri(), properties)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Listen before anything can go wrong, or the first error is missed.
+                let events: Events = Box::pin(connection.events_listener());
+                let session = prepare(connection).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((session, events, index))
+            };
+            match connected.await {
+                Ok(opened) => return Ok(opened),
+                Err(reason) => reasons.push(format!("{endpoint}: {reason}")),
+            }
+        }
+        Err(reasons.join("; "))
     };
     match tokio::time::timeout(timeout.max(Duration::from_millis(100)), attempt).await {
         Ok(result) => result,
@@ -152,11 +173,11 @@ async fn open<S: Session>(
 /// Watches the live connection; when it is lost, publishes `None`, reconnects
 /// with backoff, and publishes the new session.
 async fn supervise<S: Session>(
-    endpoint: Endpoint,
+    endpoint: Brokers,
     name: String,
     prepare: Prepare<S>,
     tx: watch::Sender<Option<Arc<S>>>,
-    mut events: Events,
+    (mut events, mut used): (Events, usize),
     stop: CancellationToken,
 ) {
     loop {
@@ -165,7 +186,7 @@ async fn supervise<S: Session>(
         };
         tokio::select! {
             reason = lost(session.connection(), &mut events) => {
-                warn!(%endpoint, connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
+                warn!(broker = %endpoint.get(used), connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
                 tx.send_replace(None);
             }
             () = stop.cancelled() => {
@@ -179,15 +200,17 @@ async fn supervise<S: Session>(
 
         let mut delay = BACKOFF_FIRST;
         loop {
-            let attempt = open(&endpoint, &name, &prepare, ATTEMPT_TIMEOUT);
+            // Start with the next broker: the one just lost is likely down.
+            let attempt = open(&endpoint, Some(used), &name, &prepare, ATTEMPT_TIMEOUT);
             let outcome = tokio::select! {
                 outcome = attempt => outcome,
                 () = stop.cancelled() => return,
             };
             match outcome {
-                Ok((session, new_events)) => {
-                    info!(%endpoint, connection = %name, "reconnected to RabbitMQ");
+                Ok((session, new_events, now_used)) => {
+                    info!(broker = %endpoint.get(now_used), connection = %name, "reconnected to RabbitMQ");
                     events = new_events;
+                    used = now_used;
                     tx.send_replace(Some(Arc::new(session)));
                     break;
                 }

@@ -10,7 +10,7 @@ mod publisher;
 mod stream_reader;
 mod topology;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Brokers, Endpoint};
 pub use error::Error;
 pub(crate) use publisher::confirm_channel;
 pub use publisher::{Confirms, Publisher, PublisherSettings, Reservation};

@@ -29,7 +29,7 @@ use tokio::{
 use super::{
     link::{Link, Prepare, Session},
     outgoing::Outgoing,
-    Endpoint, Error, Topology,
+    Brokers, Error, Topology,
 };
 use crate::record::Record;
 
@@ -134,7 +134,7 @@ impl Publisher {
     /// Connects (waiting up to `wait` for the broker), declares the topology
     /// and opens `channels` confirm-mode channels.
     pub async fn connect(
-        endpoint: Endpoint,
+        endpoint: Brokers,
         connection_name: String,
         wait: Duration,
         topology: Topology,

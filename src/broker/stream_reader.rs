@@ -14,7 +14,7 @@ use tracing::debug;
 
 use super::{
     link::{Link, Prepare, Session},
-    Endpoint, Error,
+    Brokers, Error,
 };
 
 /// Where a new reader starts in the stream (`x-stream-offset`).
@@ -54,7 +54,7 @@ pub struct StreamSource {
 
 impl StreamSource {
     pub async fn connect(
-        endpoint: Endpoint,
+        endpoint: Brokers,
         connection_name: String,
         wait: Duration,
         history_queue: &str,

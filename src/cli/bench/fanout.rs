@@ -30,7 +30,7 @@ pub async fn run(args: &BenchArgs, tag: &str, template: pb::LogRecord) -> Result
             args.amqp_batch_records.to_string(),
         ]);
     }
-    let gateway = SpawnedGateway::start(&args.broker.amqp_url, tag, &extra).await?;
+    let gateway = SpawnedGateway::start(args.broker.primary(), tag, &extra).await?;
     let idle = ProcStat::read(gateway.pid);
     let outcome = match args.mode {
         BenchMode::Replay => replay(args, &gateway, template).await,
@@ -38,7 +38,7 @@ pub async fn run(args: &BenchArgs, tag: &str, template: pb::LogRecord) -> Result
     };
     let after = ProcStat::read(gateway.pid);
     let history = gateway.history_queue.clone();
-    cleanup(gateway, &args.broker.amqp_url).await;
+    cleanup(gateway, args.broker.primary()).await;
     let lossless = outcome?;
     if let (Some(idle), Some(after)) = (idle, after) {
         println!(
@@ -285,7 +285,7 @@ async fn replay(
     }
 
     eprintln!("replay: lapin reading the stream from the start…");
-    let (messages, raw_seconds) = raw_replay(&args.broker.amqp_url, &gateway.history_queue).await?;
+    let (messages, raw_seconds) = raw_replay(args.broker.primary(), &gateway.history_queue).await?;
 
     eprintln!("replay: one tail from the start…");
     let started = Instant::now();

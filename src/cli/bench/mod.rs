@@ -69,7 +69,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             "direct: publishing {} records straight to RabbitMQ…",
             args.direct_records
         );
-        let target = direct::Target::declare(&args.broker.amqp_url, &tag).await?;
+        let target = direct::Target::declare(args.broker.primary(), &tag).await?;
         let measured = async {
             let one = target.throughput(&body, args.direct_records, 1).await?;
             let four = target.throughput(&body, args.direct_records, 4).await?;
@@ -96,7 +96,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     }
     let spawned = match &args.server {
         Some(_) => None,
-        None => Some(SpawnedGateway::start(&args.broker.amqp_url, &tag, &extra).await?),
+        None => Some(SpawnedGateway::start(args.broker.primary(), &tag, &extra).await?),
     };
     let (url, history, pid) = match (&spawned, &args.server) {
         (Some(gateway), _) => (
@@ -139,7 +139,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         Ok(outcome) => outcome,
         Err(error) => {
             if let Some(gateway) = spawned {
-                cleanup(gateway, &args.broker.amqp_url).await;
+                cleanup(gateway, args.broker.primary()).await;
             }
             return Err(error);
         }
@@ -152,7 +152,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         verify::from_time(u64::try_from(started_at - 1).unwrap_or(0))
     };
     let seen = verify::read_stream(
-        &args.broker.amqp_url,
+        args.broker.primary(),
         &history,
         start,
         &outcome.acked,
@@ -160,7 +160,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     )
     .await;
     if let Some(gateway) = spawned {
-        cleanup(gateway, &args.broker.amqp_url).await;
+        cleanup(gateway, args.broker.primary()).await;
     }
     let tally = Tally::of(&outcome.acked, &seen?);
 

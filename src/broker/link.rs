@@ -36,6 +36,8 @@ pub(crate) struct Link<S> {
     endpoint: Brokers,
     /// The live session; `None` while reconnecting.
     current: watch::Receiver<Option<Arc<S>>>,
+    /// `true` while the broker blocks the connection (a memory or disk alarm).
+    blocked: watch::Receiver<bool>,
     /// Cancelled to close the connection and end the supervisor.
     stop: CancellationToken,
     supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -81,18 +83,20 @@ impl<S: Session> Link<S> {
         info!(broker = %endpoint.get(used), connection = %name, "connected to RabbitMQ");
 
         let (tx, current) = watch::channel(Some(Arc::new(first)));
+        let (blocked_tx, blocked) = watch::channel(false);
         let stop = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
             endpoint.clone(),
             name,
             prepare,
-            tx,
+            (tx, blocked_tx),
             (events, used),
             stop.clone(),
         ));
         Ok(Link {
             endpoint,
             current,
+            blocked,
             stop,
             supervisor: std::sync::Mutex::new(Some(supervisor)),
         })
@@ -109,9 +113,10 @@ impl<S: Session> Link<S> {
             .ok_or_else(|| Error::NotConnected(self.endpoint.clone()))
     }
 
-    /// `true` while connected; changes when the connection drops or recovers.
+    /// `true` while connected and not blocked by a broker alarm; changes
+    /// when either does.
     pub(crate) fn connected(&self) -> watch::Receiver<bool> {
-        follow(self.current.clone())
+        follow(self.current.clone(), self.blocked.clone())
     }
 
     /// Closes the connection and stops reconnecting.
@@ -176,7 +181,7 @@ async fn supervise<S: Session>(
     endpoint: Brokers,
     name: String,
     prepare: Prepare<S>,
-    tx: watch::Sender<Option<Arc<S>>>,
+    (tx, blocked): (watch::Sender<Option<Arc<S>>>, watch::Sender<bool>),
     (mut events, mut used): (Events, usize),
     stop: CancellationToken,
 ) {
@@ -185,7 +190,8 @@ async fn supervise<S: Session>(
             return;
         };
         tokio::select! {
-            reason = lost(session.connection(), &mut events) => {
+            reason = lost(session.connection(), &mut events, &blocked) => {
+                blocked.send_replace(false);
                 warn!(broker = %endpoint.get(used), connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
                 tx.send_replace(None);
             }
@@ -228,12 +234,25 @@ async fn supervise<S: Session>(
 }
 
 /// Resolves when the connection is gone, with the reason.
-async fn lost(connection: &Connection, events: &mut Events) -> String {
+/// Meanwhile, reports the broker blocking and unblocking the connection.
+async fn lost(
+    connection: &Connection,
+    events: &mut Events,
+    blocked: &watch::Sender<bool>,
+) -> String {
     let mut poll = tokio::time::interval(STATUS_POLL);
     loop {
         tokio::select! {
             event = events.next() => match event {
                 Some(Event::Error(error)) => return error.to_string(),
+                Some(Event::ConnectionBlocked(reason)) => {
+                    warn!(%reason, "RabbitMQ blocked the connection (resource alarm)");
+                    blocked.send_replace(true);
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    info!("RabbitMQ unblocked the connection");
+                    blocked.send_replace(false);
+                }
                 Some(_) => {}
                 None => return "the connection's event stream ended".to_owned(),
             },
@@ -246,24 +265,28 @@ async fn lost(connection: &Connection, events: &mut Events) -> String {
     }
 }
 
-/// Turns a link's session watch into a plain "connected?" watch.
+/// Turns a link's session and blocked watches into one "ready?" watch.
 fn follow<S: Send + Sync + 'static>(
     mut sessions: watch::Receiver<Option<Arc<S>>>,
+    mut blocked: watch::Receiver<bool>,
 ) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(sessions.borrow().is_some());
+    let ready = |sessions: &mut watch::Receiver<Option<Arc<S>>>,
+                 blocked: &mut watch::Receiver<bool>| {
+        sessions.borrow_and_update().is_some() && !*blocked.borrow_and_update()
+    };
+    let (tx, rx) = watch::channel(ready(&mut sessions, &mut blocked));
     tokio::spawn(async move {
         loop {
-            tokio::select! {
-                changed = sessions.changed() => {
-                    if changed.is_err() {
-                        tx.send_replace(false);
-                        return;
-                    }
-                    let up = sessions.borrow_and_update().is_some();
-                    tx.send_replace(up);
-                }
+            let changed = tokio::select! {
+                changed = sessions.changed() => changed,
+                changed = blocked.changed() => changed,
                 () = tx.closed() => return,
+            };
+            if changed.is_err() {
+                tx.send_replace(false);
+                return;
             }
+            tx.send_replace(ready(&mut sessions, &mut blocked));
         }
     });
     rx

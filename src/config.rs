@@ -72,7 +72,7 @@ pub struct ServeConfig {
     pub broker_wait: Duration,
 
     /// How long a call waits for RabbitMQ's confirms before answering UNAVAILABLE.
-    #[arg(long, env = "LOGGATE_PUBLISH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LOGGATE_PUBLISH_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub publish_timeout: Duration,
 
     /// Most records in one LogBatch call.
@@ -116,7 +116,7 @@ pub struct ServeConfig {
     pub tail_hub_queue: u32,
 
     /// How often a Tail gets a Heartbeat, so clients can tell quiet from dead.
-    #[arg(long, env = "LOGGATE_TAIL_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LOGGATE_TAIL_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
     pub tail_heartbeat: Duration,
 
     /// Records buffered per Tail while its client is slow.
@@ -290,6 +290,15 @@ fn level(word: &str) -> Result<Level, String> {
         .ok_or_else(|| "expected trace, debug, info, warn, error or fatal".to_owned())
 }
 
+/// A duration greater than zero (a period or a timeout that can elapse).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than 0".to_owned());
+    }
+    Ok(duration)
+}
+
 fn rfc3339(text: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("expected an RFC 3339 time such as 2026-11-26T02:00:00Z: {e}"))
@@ -392,6 +401,13 @@ mod tests {
         for bad in ["", "D", "7", "7d", "0h", "-1h", "1.5h"] {
             assert!(max_age(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn periods_must_be_positive() {
+        assert!(ServeConfig::try_parse_from(["serve", "--tail-heartbeat", "0s"]).is_err());
+        assert!(ServeConfig::try_parse_from(["serve", "--publish-timeout", "0ms"]).is_err());
+        assert!(ServeConfig::try_parse_from(["serve", "--tail-heartbeat", "250ms"]).is_ok());
     }
 
     #[test]

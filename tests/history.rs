@@ -317,3 +317,50 @@ async fn heartbeats_tell_a_quiet_stream_from_a_dead_one() {
         assert!(response.resume_token.is_empty());
     }
 }
+
+#[tokio::test]
+async fn malformed_start_positions_are_refused() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    for (start, field) in [
+        (
+            Start::Since(prost_types::Duration {
+                seconds: i64::MAX,
+                nanos: 1_500_000_000,
+            }),
+            "since",
+        ),
+        (
+            Start::Since(prost_types::Duration {
+                seconds: -5,
+                nanos: 0,
+            }),
+            "since",
+        ),
+        (
+            Start::StartTime(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            "start_time",
+        ),
+    ] {
+        let status = client
+            .tail(pb::TailRequest {
+                start: Some(start),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    // Huge but well-formed: everything retained.
+    log_messages(&gateway, "s", ["x".to_owned()]).await;
+    let huge = Start::Since(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    });
+    let got = drain(tail(&gateway, huge, 1).await).await;
+    assert_eq!(messages(&got), ["x"]);
+}

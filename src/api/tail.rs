@@ -107,6 +107,9 @@ impl Start {
                 if since.seconds < 0 || since.nanos < 0 {
                     return Err(Invalid::new("since", "must not be negative"));
                 }
+                if since.nanos >= 1_000_000_000 {
+                    return Err(Invalid::new("since", "nanos must be below 1e9"));
+                }
                 let since = time::Duration::new(since.seconds, since.nanos);
                 Start::Since(now.checked_sub(since).unwrap_or(OffsetDateTime::UNIX_EPOCH))
             }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{record, Gateway, WAIT};
+use common::{next_record, record, Gateway, WAIT};
 use loggate::proto::v1::{self as pb, tail_request::Start};
 use loggate::record::ResumeToken;
 use tokio_stream::StreamExt;
@@ -235,15 +235,7 @@ async fn a_history_tail_says_when_it_caught_up_then_follows_live() {
     }
     assert_eq!(seen, ["h0", "h1", "caught-up"]);
     log_messages(&gateway, "s", ["live".to_owned()]).await;
-    let response = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("in time")
-        .expect("open")
-        .expect("ok");
-    let Some(pb::tail_response::Event::Record(record)) = response.event else {
-        panic!("a record");
-    };
-    assert_eq!(record.message, "live");
+    assert_eq!(next_record(&mut stream).await.message, "live");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{record, Gateway, Probe, WAIT};
+use common::{next_record, record, Gateway, Probe, WAIT};
 use loggate::proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -110,11 +110,11 @@ async fn a_refused_request_mid_stream_is_answered_with_its_error_and_the_stream_
     assert!(by_seq[&1].error.is_none() && by_seq[&3].error.is_none());
 
     // Nothing of seq 2 reached the broker.
-    let messages: Vec<String> = futures_collect(&mut probe, 4).await;
+    let messages: Vec<String> = probe_messages(&mut probe, 4).await;
     assert_eq!(messages, ["1/0", "1/1", "3/0", "3/1"]);
 }
 
-async fn futures_collect(probe: &mut Probe, count: usize) -> Vec<String> {
+async fn probe_messages(probe: &mut Probe, count: usize) -> Vec<String> {
     let mut messages = Vec::new();
     for _ in 0..count {
         let body = probe.next_json().await;
@@ -254,15 +254,7 @@ async fn packed_messages_round_trip_through_tail() {
     // Tail unpacks them: every record once, in order within each service.
     let mut got = Vec::new();
     for _ in 0..25 {
-        let response = tokio::time::timeout(WAIT, tail.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("ok");
-        let Some(pb::tail_response::Event::Record(record)) = response.event else {
-            panic!("a record");
-        };
-        got.push(record.id);
+        got.push(next_record(&mut tail).await.id);
     }
     assert_eq!(got, ids, "a's records come first, then b's, each in order");
 }

@@ -4,22 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connections_named, consumers_of_connection, eventually, record, Gateway, WAIT};
+use common::{
+    connections_named, consumers_of_connection, eventually, next_record, record, Gateway, WAIT,
+};
 use loggate::proto::v1 as pb;
-use tokio_stream::StreamExt;
 use tonic::Streaming;
-
-async fn next_record(stream: &mut Streaming<pb::TailResponse>) -> pb::LogRecord {
-    let response = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("a record arrives in time")
-        .expect("stream open")
-        .expect("no error");
-    match response.event {
-        Some(pb::tail_response::Event::Record(record)) => record,
-        other => panic!("expected a record, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn tail_sends_only_matching_records_in_stream_order() {

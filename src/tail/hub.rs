@@ -1,9 +1,6 @@
 //! The hub: one shared live stream consumer fanning out to every live follower.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc, Mutex,
-};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -21,8 +18,6 @@ pub struct Hub {
     /// Serialises starting the consumer, so a follower only returns once the
     /// consumer that will feed it is attached.
     starting: tokio::sync::Mutex<()>,
-    /// Followers let go because they were slow (for logs and tests).
-    detached: AtomicU64,
     /// Arrival time of the newest record read, for heartbeats.
     latest: Mutex<Option<time::OffsetDateTime>>,
     /// Rung when a follower leaves, so the consumer stops without waiting
@@ -75,7 +70,6 @@ impl Hub {
             capacity: capacity.max(1),
             state: Mutex::default(),
             starting: tokio::sync::Mutex::new(()),
-            detached: AtomicU64::new(0),
             left: tokio::sync::Notify::new(),
             latest: Mutex::new(None),
         })
@@ -84,11 +78,6 @@ impl Hub {
     /// The source followers read on their own from.
     pub fn source(&self) -> &Arc<StreamSource> {
         &self.source
-    }
-
-    /// How many followers were let go for being slow, since start.
-    pub fn detached(&self) -> u64 {
-        self.detached.load(Ordering::Relaxed)
     }
 
     /// Registers a live follower: it gets every matching record that arrives
@@ -207,7 +196,6 @@ impl Hub {
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         // Let go; the follower continues on its own from here.
                         *lock(&follower.slot.resume_at) = Some((entry.offset, entry.index));
-                        self.detached.fetch_add(1, Ordering::Relaxed);
                         debug!(
                             offset = entry.offset,
                             "a slow follower was detached from the hub"

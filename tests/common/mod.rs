@@ -340,6 +340,19 @@ impl Probe {
     }
 }
 
+/// The next event of a tail, which must be a record.
+pub async fn next_record(stream: &mut tonic::Streaming<pb::TailResponse>) -> pb::LogRecord {
+    let response = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a record arrives in time")
+        .expect("stream open")
+        .expect("no error");
+    match response.event {
+        Some(pb::tail_response::Event::Record(record)) => record,
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
 /// A valid record for `service`.
 pub fn record(service: &str, message: &str) -> pb::LogRecord {
     pb::LogRecord {

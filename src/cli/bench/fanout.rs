@@ -37,7 +37,6 @@ pub async fn run(args: &BenchArgs, tag: &str, template: pb::LogRecord) -> Result
         _ => fan_out(args, &gateway, template).await,
     };
     let after = ProcStat::read(gateway.pid);
-    let history = gateway.history_queue.clone();
     cleanup(gateway, args.broker.primary()).await;
     let lossless = outcome?;
     if let (Some(idle), Some(after)) = (idle, after) {
@@ -48,7 +47,6 @@ pub async fn run(args: &BenchArgs, tag: &str, template: pb::LogRecord) -> Result
             after.cpu_seconds - idle.cpu_seconds
         );
     }
-    let _ = history;
     Ok(if lossless {
         ExitCode::SUCCESS
     } else {

@@ -63,6 +63,24 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_HISTORY_SEGMENT_BYTES", value_parser = byte_size)]
     pub history_segment_bytes: Option<u64>,
 
+    /// Replicas of the history stream on a RabbitMQ cluster
+    /// (x-initial-cluster-size), taken when the stream is first declared.
+    /// RabbitMQ places at most one per node, so the default of 3 means
+    /// min(3, cluster size): a single node gets one.
+    #[arg(long, env = "LOGGATE_HISTORY_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub history_replicas: u16,
+
+    /// Spool records to this directory when RabbitMQ is unreachable or
+    /// blocked, and answer OK with `spooled = true` once they are fsynced; a
+    /// background task publishes them, in order, when RabbitMQ is back. With
+    /// a spool the gateway also starts when RabbitMQ is down. Off by default.
+    #[arg(long, env = "LOGGATE_SPOOL_DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+
+    /// Most bytes the spool holds; past it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGGATE_SPOOL_MAX_BYTES", default_value = "1GiB", value_parser = byte_size)]
+    pub spool_max_bytes: u64,
+
     /// This instance's name, stamped on every record it accepts. Default: the host name.
     #[arg(long, env = "LOGGATE_INSTANCE")]
     pub instance: Option<String>,

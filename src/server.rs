@@ -14,6 +14,8 @@ use crate::broker::{
     self, Brokers, Publisher, PublisherSettings, Retention, StreamSource, Topology,
 };
 use crate::config::ServeConfig;
+use crate::ingest::Ingest;
+use crate::spool::{self, Spool, SpoolSettings};
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
 use crate::record::Limits;
 
@@ -24,6 +26,9 @@ const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
 /// HTTP/2 flow-control windows (see `run`).
 const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Largest spool segment file (a quarter of `--spool-max-bytes` when that is
+/// smaller, so drained space is given back promptly).
+const SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest gRPC request accepted: a full batch of large records fits.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -33,6 +38,8 @@ pub enum Error {
     AmqpUrl(String),
     #[error(transparent)]
     Broker(#[from] broker::Error),
+    #[error("--spool-dir {0}: {1}")]
+    Spool(String, #[source] spool::Error),
     #[error("building server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -57,14 +64,30 @@ pub async fn run(
             max_bytes: config.history_max_bytes,
             segment_bytes: config.history_segment_bytes,
         },
+        replicas: config.history_replicas,
     };
+    // With a spool the gateway is useful without a broker, so it starts anyway.
+    let spool = config
+        .spool_dir
+        .as_ref()
+        .map(|dir| {
+            Spool::open(SpoolSettings {
+                dir: dir.clone(),
+                max_bytes: config.spool_max_bytes,
+                segment_bytes: (config.spool_max_bytes / 4).clamp(64 << 10, SPOOL_SEGMENT_BYTES),
+            })
+            .map(Arc::new)
+            .map_err(|error| Error::Spool(dir.display().to_string(), error))
+        })
+        .transpose()?;
+    let broker_required = spool.is_none();
     // Publishing and consuming use separate connections: a blocked publisher
     // connection must not stop tails.
     let (publisher, source) = tokio::try_join!(
         Publisher::connect(
             endpoint.clone(),
             format!("loggate {instance} publish"),
-            config.broker_wait,
+            (config.broker_wait, broker_required),
             topology,
             PublisherSettings {
                 channels: usize::from(config.publish_channels),
@@ -76,12 +99,16 @@ pub async fn run(
         StreamSource::connect(
             endpoint.clone(),
             format!("loggate {instance} tail"),
-            config.broker_wait,
+            (config.broker_wait, broker_required),
             &config.history_queue,
             config.tail_prefetch,
         ),
     )?;
     let (publisher, source) = (Arc::new(publisher), Arc::new(source));
+    if let Some(spool) = &spool {
+        spool.start_draining(Arc::clone(&publisher));
+    }
+    let ingest = Arc::new(Ingest::new(Arc::clone(&publisher), spool.clone()));
 
     let stop = CancellationToken::new();
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -109,7 +136,7 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let gateway = Gateway::new(
-        Arc::clone(&publisher),
+        ingest,
         Arc::clone(&source),
         GatewaySettings {
             instance: instance.clone(),
@@ -164,6 +191,10 @@ pub async fn run(
     };
     stop.cancel();
     let _ = health.await;
+    // The drainer publishes, so it stops (and syncs its cursor) first.
+    if let Some(spool) = &spool {
+        spool.close().await;
+    }
     tokio::join!(publisher.close(), source.close());
     info!("stopped");
     Ok(served?)

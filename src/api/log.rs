@@ -19,11 +19,14 @@ pub(super) async fn log(
     let record = acceptance(gateway, traceparent.as_ref())
         .accept(input)
         .map_err(|e| e.within("record"))?;
-    gateway
-        .publisher
-        .publish(std::slice::from_ref(&record))
+    let delivered = gateway
+        .ingest
+        .deliver(std::slice::from_ref(&record))
         .await?;
-    Ok(Response::new(pb::LogResponse { id: record.id }))
+    Ok(Response::new(pb::LogResponse {
+        id: record.id,
+        spooled: delivered.spooled(),
+    }))
 }
 
 pub(super) async fn log_batch(
@@ -37,9 +40,10 @@ pub(super) async fn log_batch(
         inputs,
         gateway.max_batch,
     )?;
-    gateway.publisher.publish(&records).await?;
+    let delivered = gateway.ingest.deliver(&records).await?;
     Ok(Response::new(pb::LogBatchResponse {
         ids: records.into_iter().map(|r| r.id).collect(),
+        spooled: delivered.spooled(),
     }))
 }
 

@@ -12,14 +12,16 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Publisher, StreamSource};
+use crate::broker::StreamSource;
+use crate::ingest::Ingest;
 use crate::proto::v1 as pb;
 use crate::record::Limits;
 use crate::tail::Hub;
 
 /// What every RPC needs; cheap to share.
 pub struct Gateway {
-    publisher: Arc<Publisher>,
+    /// Publishes accepted records, or spools them.
+    ingest: Arc<Ingest>,
     source: Arc<StreamSource>,
     /// The shared live consumer that live tails follow.
     hub: Arc<Hub>,
@@ -56,13 +58,13 @@ pub struct GatewaySettings {
 
 impl Gateway {
     pub fn new(
-        publisher: Arc<Publisher>,
+        ingest: Arc<Ingest>,
         source: Arc<StreamSource>,
         settings: GatewaySettings,
         shutdown: CancellationToken,
     ) -> Gateway {
         Gateway {
-            publisher,
+            ingest,
             hub: Hub::new(Arc::clone(&source), settings.tail_hub_queue),
             source,
             instance: settings.instance,

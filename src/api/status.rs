@@ -1,13 +1,16 @@
 //! The one mapping from our errors to gRPC status codes.
 //!
 //! Validation → INVALID_ARGUMENT naming the field; unroutable → FAILED_PRECONDITION;
-//! nack, confirm timeout, lost connection, shutting down → UNAVAILABLE.
+//! nack, confirm timeout, lost connection, shutting down → UNAVAILABLE;
+//! spool full → RESOURCE_EXHAUSTED; a disk error while spooling → UNAVAILABLE.
 //! Messages never carry the AMQP URL (broker errors name only host:port).
 
 use tonic::Status;
 use tracing::warn;
 
 use crate::broker;
+use crate::ingest;
+use crate::spool;
 use crate::record::Invalid;
 
 impl From<Invalid> for Status {
@@ -30,6 +33,28 @@ impl From<broker::Error> for Status {
                 warn!(%error, "broker error");
                 Status::unavailable(format!("RabbitMQ: {error}"))
             }
+        }
+    }
+}
+
+impl From<spool::Error> for Status {
+    fn from(error: spool::Error) -> Status {
+        match &error {
+            spool::Error::Full { .. } => Status::resource_exhausted(error.to_string()),
+            spool::Error::Io(_) => {
+                warn!(%error, "spooling failed");
+                Status::unavailable(error.to_string())
+            }
+            spool::Error::Closed => Status::unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<ingest::Error> for Status {
+    fn from(error: ingest::Error) -> Status {
+        match error {
+            ingest::Error::Broker(error) => error.into(),
+            ingest::Error::Spool(error) => error.into(),
         }
     }
 }

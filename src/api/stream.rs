@@ -22,7 +22,9 @@ use tracing::{debug, info_span, Instrument};
 
 use super::log::{accept_batch, traceparent};
 use super::{Gateway, LogStreamStream};
-use crate::broker::{Publisher, Reservation};
+use crate::broker::{self, Confirms, Reservation};
+use crate::ingest::{self, Delivered, Ingest};
+use crate::spool::Appended;
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, TraceParent};
 
@@ -33,16 +35,17 @@ pub(super) async fn log_stream(
     gateway: &Gateway,
     request: Request<Streaming<pb::LogStreamRequest>>,
 ) -> Result<Response<LogStreamStream>, Status> {
+    let publisher = gateway.ingest.publisher();
     let producer = Producer {
-        publisher: Arc::clone(&gateway.publisher),
-        lane: gateway.publisher.lane(),
+        ingest: Arc::clone(&gateway.ingest),
+        lane: publisher.lane(),
         instance: gateway.instance.clone(),
         limits: gateway.limits,
         max_batch: gateway.max_batch,
         traceparent: traceparent(request.metadata()),
         inflight: Arc::new(Semaphore::new(gateway.stream_inflight)),
         max_inflight: u32::try_from(gateway.stream_inflight).unwrap_or(u32::MAX),
-        publish_timeout: gateway.publisher.timeout(),
+        publish_timeout: publisher.timeout(),
         shutdown: gateway.shutdown.clone(),
     };
     let (tx, rx) = mpsc::channel(ANSWER_BUFFER);
@@ -58,7 +61,7 @@ type Answers = mpsc::Sender<Result<pb::LogStreamResponse, Status>>;
 
 /// One LogStream call's state.
 struct Producer {
-    publisher: Arc<Publisher>,
+    ingest: Arc<Ingest>,
     /// The channel slot every request of this stream is published on.
     lane: usize,
     instance: String,
@@ -117,7 +120,11 @@ impl Producer {
                 .acquire_many_owned(wanted)
                 .await
                 .ok()?;
-            let gateway = self.publisher.reserve(request.records.len()).await;
+            let gateway = self
+                .ingest
+                .publisher()
+                .reserve(request.records.len())
+                .await;
             Some(Admission { stream, gateway })
         };
         tokio::select! {
@@ -151,22 +158,44 @@ impl Producer {
                 return;
             }
         };
-        let deadline = Instant::now() + self.publish_timeout;
-        let sent = self
-            .publisher
-            .send(self.lane, &records, gateway, deadline)
-            .await;
+        // Handed over here, in request order (to the stream's channel or to
+        // the spool's queue); only the waiting happens in the task.
+        let handed = match self.ingest.spool_first() {
+            Some(spool) => Handed::Spool(self.ingest.enqueue(spool, &records).await),
+            None => {
+                let deadline = Instant::now() + self.publish_timeout;
+                Handed::Broker(
+                    self.ingest
+                        .publisher()
+                        .send(self.lane, &records, gateway, deadline)
+                        .await,
+                )
+            }
+        };
+        let ingest = Arc::clone(&self.ingest);
         let answers = answers.clone();
         confirming.spawn(async move {
-            let confirmed = match sent {
-                Ok(confirms) => confirms.wait().await,
-                Err(error) => Err(error),
+            let delivered = match handed {
+                Handed::Spool(Ok(appended)) => appended
+                    .durable()
+                    .await
+                    .map(|()| Delivered::Spooled)
+                    .map_err(Into::into),
+                Handed::Spool(Err(error)) => Err(error),
+                Handed::Broker(sent) => {
+                    let confirmed = match sent {
+                        Ok(confirms) => confirms.wait().await,
+                        Err(error) => Err(error),
+                    };
+                    ingest.settle(&records, confirmed).await
+                }
             };
-            let answer = match confirmed {
-                Ok(()) => pb::LogStreamResponse {
+            let answer = match delivered {
+                Ok(delivered) => pb::LogStreamResponse {
                     seq,
                     ids: records.into_iter().map(|r| r.id).collect(),
                     error: None,
+                    spooled: delivered.spooled(),
                 },
                 Err(error) => refusal(seq, error.into()),
             };
@@ -175,6 +204,12 @@ impl Producer {
             drop(stream);
         });
     }
+}
+
+/// Where a request's records were handed.
+enum Handed {
+    Broker(Result<Confirms, broker::Error>),
+    Spool(Result<Appended, ingest::Error>),
 }
 
 /// Room for one request: in this stream's bound and in the gateway's.
@@ -191,5 +226,6 @@ fn refusal(seq: u64, status: Status) -> pb::LogStreamResponse {
             code: status.code() as i32,
             message: status.message().to_owned(),
         }),
+        spooled: false,
     }
 }

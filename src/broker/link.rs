@@ -45,16 +45,19 @@ pub(crate) struct Link<S> {
 
 impl<S: Session> Link<S> {
     /// Connects, retrying for up to `wait`, then keeps the connection up in the
-    /// background. `name` shows in RabbitMQ's connection list.
+    /// background. `name` shows in RabbitMQ's connection list. When the broker
+    /// does not answer within `wait`: an error if `required`, otherwise a link
+    /// that keeps trying in the background (and is not connected meanwhile).
     pub(crate) async fn establish(
         endpoint: Brokers,
         name: String,
         wait: Duration,
+        required: bool,
         prepare: Prepare<S>,
     ) -> Result<Link<S>, Error> {
         let deadline = Instant::now() + wait;
         let mut delay = BACKOFF_FIRST;
-        let (first, events, used) = loop {
+        let first = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match open(
                 &endpoint,
@@ -65,9 +68,13 @@ impl<S: Session> Link<S> {
             )
             .await
             {
-                Ok(opened) => break opened,
+                Ok(opened) => break Some(opened),
                 Err(reason) => {
                     if Instant::now() + delay >= deadline {
+                        if !required {
+                            warn!(%endpoint, %reason, connection = %name, "RabbitMQ is unreachable; starting without it and retrying in the background");
+                            break None;
+                        }
                         return Err(Error::Unreachable {
                             endpoint,
                             waited: wait,
@@ -80,9 +87,15 @@ impl<S: Session> Link<S> {
                 }
             }
         };
-        info!(broker = %endpoint.get(used), connection = %name, "connected to RabbitMQ");
+        let (session, events) = match first {
+            Some((session, events, used)) => {
+                info!(broker = %endpoint.get(used), connection = %name, "connected to RabbitMQ");
+                (Some(Arc::new(session)), Some((events, used)))
+            }
+            None => (None, None),
+        };
 
-        let (tx, current) = watch::channel(Some(Arc::new(first)));
+        let (tx, current) = watch::channel(session);
         let (blocked_tx, blocked) = watch::channel(false);
         let stop = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
@@ -90,7 +103,7 @@ impl<S: Session> Link<S> {
             name,
             prepare,
             (tx, blocked_tx),
-            (events, used),
+            events,
             stop.clone(),
         ));
         Ok(Link {
@@ -182,32 +195,38 @@ async fn supervise<S: Session>(
     name: String,
     prepare: Prepare<S>,
     (tx, blocked): (watch::Sender<Option<Arc<S>>>, watch::Sender<bool>),
-    (mut events, mut used): (Events, usize),
+    first: Option<(Events, usize)>,
     stop: CancellationToken,
 ) {
+    // The broker last used (the next attempt starts after it), and the live
+    // connection's events; `None` while there is no connection.
+    let mut used = first.as_ref().map(|(_, used)| *used);
+    let mut events = first.map(|(events, _)| events);
     loop {
-        let Some(session) = tx.borrow().clone() else {
-            return;
-        };
-        tokio::select! {
-            reason = lost(session.connection(), &mut events, &blocked) => {
-                blocked.send_replace(false);
-                warn!(broker = %endpoint.get(used), connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
-                tx.send_replace(None);
-            }
-            () = stop.cancelled() => {
-                tx.send_replace(None);
-                let close = session.connection().close(200, "loggate shutting down".into());
-                let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        if let Some(live) = events.as_mut() {
+            let Some(session) = tx.borrow().clone() else {
                 return;
+            };
+            tokio::select! {
+                reason = lost(session.connection(), live, &blocked) => {
+                    blocked.send_replace(false);
+                    let broker = used.map(|used| endpoint.get(used).to_string()).unwrap_or_default();
+                    warn!(%broker, connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
+                    tx.send_replace(None);
+                }
+                () = stop.cancelled() => {
+                    tx.send_replace(None);
+                    let close = session.connection().close(200, "loggate shutting down".into());
+                    let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+                    return;
+                }
             }
         }
-        drop(session);
 
         let mut delay = BACKOFF_FIRST;
         loop {
             // Start with the next broker: the one just lost is likely down.
-            let attempt = open(&endpoint, Some(used), &name, &prepare, ATTEMPT_TIMEOUT);
+            let attempt = open(&endpoint, used, &name, &prepare, ATTEMPT_TIMEOUT);
             let outcome = tokio::select! {
                 outcome = attempt => outcome,
                 () = stop.cancelled() => return,
@@ -215,8 +234,8 @@ async fn supervise<S: Session>(
             match outcome {
                 Ok((session, new_events, now_used)) => {
                     info!(broker = %endpoint.get(now_used), connection = %name, "reconnected to RabbitMQ");
-                    events = new_events;
-                    used = now_used;
+                    events = Some(new_events);
+                    used = Some(now_used);
                     tx.send_replace(Some(Arc::new(session)));
                     break;
                 }

@@ -132,11 +132,13 @@ pub struct Publisher {
 
 impl Publisher {
     /// Connects (waiting up to `wait` for the broker), declares the topology
-    /// and opens `channels` confirm-mode channels.
+    /// and opens `channels` confirm-mode channels. If the broker does not
+    /// answer within `wait`: an error if `required`, else a publisher that is
+    /// not connected yet and keeps trying.
     pub async fn connect(
         endpoint: Brokers,
         connection_name: String,
-        wait: Duration,
+        (wait, required): (Duration, bool),
         topology: Topology,
         settings: PublisherSettings,
     ) -> Result<Publisher, Error> {
@@ -150,7 +152,7 @@ impl Publisher {
             let topology = Arc::clone(&topology);
             Box::pin(async move { PublishSession::open(connection, &topology, channels).await })
         });
-        let link = Link::establish(endpoint, connection_name, wait, prepare).await?;
+        let link = Link::establish(endpoint, connection_name, wait, required, prepare).await?;
         Ok(Publisher {
             link,
             exchange,

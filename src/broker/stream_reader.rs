@@ -53,16 +53,18 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
+    /// Connects (see [`Publisher::connect`](super::Publisher::connect) for
+    /// `wait` and `required`).
     pub async fn connect(
         endpoint: Brokers,
         connection_name: String,
-        wait: Duration,
+        (wait, required): (Duration, bool),
         history_queue: &str,
         prefetch: u16,
     ) -> Result<StreamSource, Error> {
         let prepare: Prepare<ConsumeSession> =
             Arc::new(|connection| Box::pin(async move { Ok(ConsumeSession { connection }) }));
-        let link = Link::establish(endpoint, connection_name, wait, prepare).await?;
+        let link = Link::establish(endpoint, connection_name, wait, required, prepare).await?;
         Ok(StreamSource {
             link,
             queue: ShortString::from(history_queue),

@@ -17,6 +17,10 @@ pub struct Topology {
     /// The stream queue bound with `#`: every record's durable home, read by Tail.
     pub history_queue: String,
     pub retention: Retention,
+    /// Nodes that hold a replica of the history stream (x-initial-cluster-size).
+    /// RabbitMQ caps it at the cluster's size, and reads it only when it
+    /// creates the stream.
+    pub replicas: u16,
 }
 
 /// How long and how much the history stream keeps.
@@ -63,6 +67,10 @@ impl Topology {
         arguments.insert(
             "x-max-length-bytes".into(),
             AMQPValue::LongLongInt(i64::try_from(self.retention.max_bytes).unwrap_or(i64::MAX)),
+        );
+        arguments.insert(
+            "x-initial-cluster-size".into(),
+            AMQPValue::LongInt(i32::from(self.replicas)),
         );
         if let Some(segment) = self.retention.segment_bytes {
             arguments.insert(

@@ -46,6 +46,7 @@ impl Target {
                 max_bytes: 2_000_000_000,
                 segment_bytes: None,
             },
+            replicas: 1,
         };
         let channel = connection.create_channel().await?;
         topology

@@ -1,0 +1,323 @@
+//! The local spool (`--spool-dir`): when RabbitMQ is unreachable or blocked,
+//! accepted records are appended to checksummed segment files and fsynced
+//! before the call answers OK (`spooled = true`); a drainer publishes them to
+//! RabbitMQ in order, with confirms, and deletes a segment only once every
+//! record in it is confirmed.
+//!
+//! One writer thread appends and fsyncs (group commit: every append queued
+//! while one fsync runs shares the next). The drainer's position lives in a
+//! small `cursor` file, rewritten after each confirmed chunk and fsynced at
+//! shutdown; after a crash it may be a little behind, so a few records can be
+//! published twice, with their ids. Nothing acknowledged is lost.
+//!
+//! Memory stays small however much is spooled: records live on disk and the
+//! drainer reads a chunk at a time.
+
+mod drain;
+mod recover;
+mod segment;
+mod writer;
+
+use std::{
+    collections::VecDeque,
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::broker::Publisher;
+use crate::record::Record;
+
+/// The spool layer's error. Mapped to gRPC status in `api::status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Taking the records would pass `--spool-max-bytes`.
+    #[error("the gateway's spool is full ({used} of {max} bytes, --spool-max-bytes) and RabbitMQ is not taking records")]
+    Full { used: u64, max: u64 },
+    /// The disk refused a write or an fsync: the records were not accepted.
+    #[error("writing the spool: {0}")]
+    Io(#[from] io::Error),
+    /// The spool is closing (the gateway is shutting down).
+    #[error("the spool is closed: the gateway is shutting down")]
+    Closed,
+}
+
+/// How the spool is set up.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    /// Most bytes of undrained records (`--spool-max-bytes`).
+    pub max_bytes: u64,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+}
+
+/// Name of the file holding the drainer's position.
+const CURSOR: &str = "cursor";
+/// Name of the lock file that keeps two gateways out of one spool.
+const LOCK: &str = "lock";
+
+/// The spool of one gateway.
+pub struct Spool {
+    shared: Arc<Shared>,
+    /// Appends for the writer thread; `None` once closed.
+    writes: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    drainer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop_draining: CancellationToken,
+    /// Held for the spool's life: an exclusive lock on `dir/lock`.
+    _lock: File,
+}
+
+/// What the writer, the drainer and callers share.
+struct Shared {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Segments on disk and the drainer's position.
+    state: Mutex<State>,
+    /// Records accepted (queued or on disk) and not yet confirmed by RabbitMQ.
+    pending_records: AtomicU64,
+    /// Their bytes on disk (entry framing included): what `max_bytes` bounds.
+    pending_bytes: AtomicU64,
+    /// Woken when the writer has made more records durable.
+    appended: Notify,
+}
+
+/// The segments on disk, oldest first, and where draining stands.
+#[derive(Debug, Default)]
+struct State {
+    segments: VecDeque<SegmentState>,
+    /// Offset of the next undrained entry in the front segment.
+    read: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegmentState {
+    seq: u64,
+    /// Bytes written and fsynced: the drainer reads up to here.
+    end: u64,
+    /// No more appends: once drained to `end`, the file can go.
+    sealed: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Updates under this lock are single assignments; a panic elsewhere
+        // cannot leave it half-done.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns records' bytes and counts to the budget.
+    fn release(&self, records: u64, bytes: u64) {
+        self.pending_records.fetch_sub(records, Ordering::AcqRel);
+        self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `settings.dir`: takes its lock, drops
+    /// torn entries left by a crash, and finds what is still to be drained.
+    pub fn open(settings: SpoolSettings) -> Result<Spool, Error> {
+        std::fs::create_dir_all(&settings.dir)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(settings.dir.join(LOCK))?;
+        lock.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is in use by another loggate; give each gateway its own --spool-dir",
+                    settings.dir.display()
+                ),
+            )
+        })?;
+        let recovered = recover::recover(&settings.dir)?;
+        if recovered.records > 0 {
+            info!(records = recovered.records, bytes = recovered.bytes, dir = %settings.dir.display(), "the spool holds records from before; draining them once RabbitMQ takes them");
+        }
+        let shared = Arc::new(Shared {
+            dir: settings.dir.clone(),
+            max_bytes: settings.max_bytes,
+            state: Mutex::new(recovered.state),
+            pending_records: AtomicU64::new(recovered.records),
+            pending_bytes: AtomicU64::new(recovered.bytes),
+            appended: Notify::new(),
+        });
+        let (writes, jobs) = mpsc::channel(writer::QUEUE);
+        let writer = writer::spawn(
+            Arc::clone(&shared),
+            jobs,
+            recovered.next_seq,
+            settings.segment_bytes,
+        )?;
+        Ok(Spool {
+            shared,
+            writes: Mutex::new(Some(writes)),
+            writer: Mutex::new(Some(writer)),
+            drainer: Mutex::new(None),
+            stop_draining: CancellationToken::new(),
+            _lock: lock,
+        })
+    }
+
+    /// Starts the task that publishes spooled records whenever `publisher`
+    /// is connected and not blocked.
+    pub fn start_draining(&self, publisher: Arc<Publisher>) {
+        let task = tokio::spawn(drain::run(
+            Arc::clone(&self.shared),
+            publisher,
+            self.stop_draining.clone(),
+        ));
+        *lock(&self.drainer) = Some(task);
+    }
+
+    /// `true` while records wait in the spool: new records then go to the
+    /// spool too, behind them, so a gateway's records reach RabbitMQ in order.
+    pub fn has_pending(&self) -> bool {
+        self.shared.pending_records.load(Ordering::Acquire) > 0
+    }
+
+    /// Records in the spool not yet confirmed by RabbitMQ.
+    pub fn pending_records(&self) -> u64 {
+        self.shared.pending_records.load(Ordering::Acquire)
+    }
+
+    /// Queues `records` for the writer, in call order, and returns what to
+    /// await for their fsync. Refuses them all if they do not fit.
+    pub async fn append(&self, records: &[Record]) -> Result<Appended, Error> {
+        let mut bytes = Vec::with_capacity(records.len() * 320);
+        let mut payload = Vec::with_capacity(512);
+        for record in records {
+            payload.clear();
+            record.encode_into(&mut payload);
+            segment::encode_entry(&payload, &mut bytes);
+        }
+        let size = bytes.len() as u64;
+        let count = records.len() as u64;
+        self.reserve(size)?;
+        self.shared
+            .pending_records
+            .fetch_add(count, Ordering::AcqRel);
+
+        let sender = lock(&self.writes).clone();
+        let (done, durable) = oneshot::channel();
+        let job = writer::Job {
+            bytes,
+            records: count,
+            done,
+        };
+        let queued = match sender {
+            Some(sender) => sender.send(job).await.is_ok(),
+            None => false,
+        };
+        if !queued {
+            self.shared.release(count, size);
+            return Err(Error::Closed);
+        }
+        Ok(Appended(durable))
+    }
+
+    /// Takes `size` bytes from the `--spool-max-bytes` budget, or says it is full.
+    fn reserve(&self, size: u64) -> Result<(), Error> {
+        let max = self.shared.max_bytes;
+        self.shared
+            .pending_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(size).filter(|&total| total <= max)
+            })
+            .map(|_| ())
+            .map_err(|used| Error::Full { used, max })
+    }
+
+    /// Stops draining (a chunk being published gets its confirms first),
+    /// writes what is queued, and syncs the cursor so a restart resumes
+    /// exactly where this one stopped.
+    pub async fn close(&self) {
+        self.stop_draining.cancel();
+        let drainer = lock(&self.drainer).take();
+        if let Some(task) = drainer {
+            let _ = task.await;
+        }
+        drop(lock(&self.writes).take());
+        let writer = lock(&self.writer).take();
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(thread) = writer {
+                let _ = thread.join();
+            }
+            let (seq, read) = {
+                let state = shared.state();
+                (state.segments.front().map(|s| s.seq), state.read)
+            };
+            if let Some(seq) = seq {
+                if let Err(error) = write_cursor(&shared.dir, seq, read, true) {
+                    tracing::warn!(%error, "could not sync the spool's cursor; a restart may publish some records twice");
+                }
+            }
+            let left = shared.pending_records.load(Ordering::Acquire);
+            if left > 0 {
+                info!(records = left, dir = %shared.dir.display(), "records left in the spool; the next start drains them");
+            }
+        })
+        .await;
+    }
+}
+
+/// Records queued for the spool; await [`Appended::durable`] for the fsync.
+pub struct Appended(oneshot::Receiver<io::Result<()>>);
+
+impl Appended {
+    /// Resolves once the records are on disk and fsynced.
+    pub async fn durable(self) -> Result<(), Error> {
+        match self.0.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records the drainer's position: segment `seq`, byte `offset`. Written
+/// to a temporary file and renamed, so the cursor is always whole.
+fn write_cursor(dir: &Path, seq: u64, offset: u64, sync: bool) -> io::Result<()> {
+    let temporary = dir.join(format!("{CURSOR}.tmp"));
+    let text = format!("{seq} {offset}\n");
+    {
+        let mut file = File::create(&temporary)?;
+        io::Write::write_all(&mut file, text.as_bytes())?;
+        if sync {
+            file.sync_all()?;
+        }
+    }
+    std::fs::rename(&temporary, dir.join(CURSOR))?;
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The drainer's last recorded position, if there is a readable one.
+fn read_cursor(dir: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(dir.join(CURSOR)).ok()?;
+    let mut parts = text.split_whitespace();
+    let seq = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    Some((seq, offset))
+}

@@ -33,7 +33,9 @@ pub enum Command {
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loggate serve")]
+// A flag given twice takes the later value (a wrapper script's defaults can
+// be overridden by appending).
+#[command(name = "loggate serve", args_override_self = true)]
 pub struct ServeConfig {
     /// Address to serve gRPC on.
     #[arg(long, env = "LOGGATE_LISTEN", default_value = "127.0.0.1:50051")]

@@ -15,9 +15,9 @@ use crate::broker::{
 };
 use crate::config::ServeConfig;
 use crate::ingest::Ingest;
-use crate::spool::{self, Spool, SpoolSettings};
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
 use crate::record::Limits;
+use crate::spool::{self, Spool, SpoolSettings};
 
 /// The gRPC service name that health reports on, besides the overall "".
 const SERVICE_NAME: &str = "loggate.v1.LogGateway";

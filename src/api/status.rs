@@ -10,8 +10,8 @@ use tracing::warn;
 
 use crate::broker;
 use crate::ingest;
-use crate::spool;
 use crate::record::Invalid;
+use crate::spool;
 
 impl From<Invalid> for Status {
     fn from(invalid: Invalid) -> Status {

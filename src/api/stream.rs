@@ -24,9 +24,9 @@ use super::log::{accept_batch, traceparent};
 use super::{Gateway, LogStreamStream};
 use crate::broker::{self, Confirms, Reservation};
 use crate::ingest::{self, Delivered, Ingest};
-use crate::spool::Appended;
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, TraceParent};
+use crate::spool::Appended;
 
 /// Answers buffered for a client that is slow to read them.
 const ANSWER_BUFFER: usize = 256;
@@ -120,11 +120,7 @@ impl Producer {
                 .acquire_many_owned(wanted)
                 .await
                 .ok()?;
-            let gateway = self
-                .ingest
-                .publisher()
-                .reserve(request.records.len())
-                .await;
+            let gateway = self.ingest.publisher().reserve(request.records.len()).await;
             Some(Admission { stream, gateway })
         };
         tokio::select! {

@@ -186,15 +186,18 @@ fn read_chunk(dir: &Path, seq: u64, from: u64, end: u64) -> std::io::Result<Chun
         next: from,
     };
     let mut payload = Vec::new();
-    while chunk.next < end
-        && chunk.records.len() < CHUNK_RECORDS
-        && chunk.next - from < CHUNK_BYTES
+    while chunk.next < end && chunk.records.len() < CHUNK_RECORDS && chunk.next - from < CHUNK_BYTES
     {
         let Some(entry) = reader.next(&mut payload)? else {
             // Inside what was fsynced, an entry that does not check out is
             // damage on disk. Skip the rest of the segment rather than stall
             // every later record behind it.
-            error!(seq, offset = chunk.next, bytes = end - chunk.next, "a spool segment is damaged; skipping its unreadable rest");
+            error!(
+                seq,
+                offset = chunk.next,
+                bytes = end - chunk.next,
+                "a spool segment is damaged; skipping its unreadable rest"
+            );
             chunk.next = end;
             break;
         };

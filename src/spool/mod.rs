@@ -257,19 +257,24 @@ impl Spool {
             if let Some(thread) = writer {
                 let _ = thread.join();
             }
-            let (seq, read) = {
-                let state = shared.state();
-                (state.segments.front().map(|s| s.seq), state.read)
-            };
-            if let Some(seq) = seq {
-                if let Err(error) = write_cursor(&shared.dir, seq, read, true) {
+            let left = shared.pending_records.load(Ordering::Acquire);
+            let mut state = shared.state();
+            if left == 0 {
+                // Everything was drained: the last segment need not wait for
+                // the next start to be deleted.
+                for segment in state.segments.drain(..) {
+                    let _ = std::fs::remove_file(segment::path(&shared.dir, segment.seq));
+                }
+                let _ = std::fs::remove_file(shared.dir.join(CURSOR));
+                return;
+            }
+            if let Some(front) = state.segments.front() {
+                if let Err(error) = write_cursor(&shared.dir, front.seq, state.read, true) {
                     tracing::warn!(%error, "could not sync the spool's cursor; a restart may publish some records twice");
                 }
             }
-            let left = shared.pending_records.load(Ordering::Acquire);
-            if left > 0 {
-                info!(records = left, dir = %shared.dir.display(), "records left in the spool; the next start drains them");
-            }
+            drop(state);
+            info!(records = left, dir = %shared.dir.display(), "records left in the spool; the next start drains them");
         })
         .await;
     }

@@ -234,7 +234,10 @@ mod tests {
     fn entries_read_back_in_order() {
         let dir = temp_dir("order");
         let end = write_entries(&dir, 1, &[b"one", b"two", b"three"]);
-        assert_eq!(read_all(&dir, 1), [b"one".to_vec(), b"two".into(), b"three".into()]);
+        assert_eq!(
+            read_all(&dir, 1),
+            [b"one".to_vec(), b"two".into(), b"three".into()]
+        );
         let scanned = scan(&dir, 1, HEADER_BYTES).expect("scan");
         assert_eq!(
             scanned,

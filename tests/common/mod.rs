@@ -69,16 +69,22 @@ impl Gateway {
             exchanges: vec![unique("x")],
             queues: vec![unique("history")],
         };
-        Gateway::launch(amqp_url, names, extra).await
+        Gateway::launch(amqp_url, names, extra, true).await
+    }
+
+    /// Starts a gateway that may not reach RabbitMQ (one with a spool starts
+    /// anyway): waits only until it answers gRPC, not until it is SERVING.
+    pub async fn start_unready(amqp_url: &str, names: Names, extra: &[&str]) -> Gateway {
+        Gateway::launch(amqp_url, names, extra, false).await
     }
 
     /// Starts a gateway on the exchange and history queue of `names` (e.g.
     /// taken from a gateway that stopped), which it then cleans up.
     pub async fn start_on(names: Names, extra: &[&str]) -> Gateway {
-        Gateway::launch(AMQP_URL, names, extra).await
+        Gateway::launch(AMQP_URL, names, extra, true).await
     }
 
-    async fn launch(amqp_url: &str, names: Names, extra: &[&str]) -> Gateway {
+    async fn launch(amqp_url: &str, names: Names, extra: &[&str], serving: bool) -> Gateway {
         let exchange = names.exchanges[0].clone();
         let history_queue = names.queues[0].clone();
         let instance = unique("gw");
@@ -112,7 +118,7 @@ impl Gateway {
             task: Some(task),
             names: Some(names),
         };
-        gateway.wait_until_serving().await;
+        gateway.wait_until_answering(serving).await;
         gateway
     }
 
@@ -157,7 +163,8 @@ impl Gateway {
             .status
     }
 
-    async fn wait_until_serving(&self) {
+    /// Waits until health answers: SERVING if `serving`, anything otherwise.
+    async fn wait_until_answering(&self, serving: bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Ok(channel) = Channel::from_shared(self.url())
@@ -171,7 +178,7 @@ impl Gateway {
                         service: String::new(),
                     })
                     .await;
-                if check.is_ok_and(|r| r.into_inner().status == SERVING) {
+                if check.is_ok_and(|r| !serving || r.into_inner().status == SERVING) {
                     return;
                 }
             }

@@ -29,6 +29,9 @@ pub enum Command {
     Tail(TailArgs),
     /// Measure a gateway against RabbitMQ's own ceiling, and check nothing was lost.
     Bench(BenchArgs),
+    /// Load a gateway, inject one fault, then check that every acknowledged
+    /// record reached RabbitMQ.
+    Chaos(ChaosArgs),
 }
 
 /// The gateway's configuration.
@@ -437,6 +440,80 @@ mod tests {
         assert!(key_value("=b").is_err());
         assert!(key_value("ab").is_err());
     }
+}
+
+/// The faults `loggate chaos` can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fault {
+    /// Stop RabbitMQ (`rabbitmqctl stop_app`) for --outage, then start it.
+    Restart,
+    /// `rabbitmqctl close_all_connections` in the run's vhost.
+    CloseConnections,
+    /// kill -9 the cluster node the gateway publishes through.
+    KillNode,
+    /// A memory alarm (`set_vm_memory_high_watermark 0`) for --outage.
+    Alarm,
+    /// Lock the gateway out of RabbitMQ (it spools), kill -9 it after half
+    /// of --outage, let it back in and start it again on the same spool.
+    KillGateway,
+}
+
+/// `loggate chaos FAULT`: starts its own gateway (this binary) in a vhost of
+/// its own, sends --rate records/s for --duration, injects the fault at
+/// --fault-at, then reads the history stream back and counts every
+/// acknowledged record. Exits 1 if one is missing. It runs `rabbitmqctl`, so
+/// it needs to run where the broker does, as a user allowed to use it.
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    #[arg(value_enum)]
+    pub fault: Fault,
+
+    /// Records per second, over all clients.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+
+    /// How long the load runs.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// When the fault starts, counted from the start of the load.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fault_at: Duration,
+
+    /// How long RabbitMQ stays stopped or alarmed (restart, alarm, kill-gateway).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub outage: Duration,
+
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub concurrency: u32,
+
+    /// Records per LogBatch call.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// RabbitMQ (repeat or comma-separate for a cluster's nodes). The run uses
+    /// a vhost of its own on it, deleted afterwards.
+    #[command(flatten)]
+    pub broker: BrokerArg,
+
+    /// The RabbitMQ node `rabbitmqctl -n` talks to (default: rabbitmqctl's
+    /// own). kill-node kills the node the gateway publishes through.
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// The gateway's spool directory (kill-gateway always has one; default:
+    /// a fresh temporary directory, removed afterwards).
+    #[arg(long)]
+    pub spool_dir: Option<std::path::PathBuf>,
+
+    /// Give the gateway a spool for every fault, not only kill-gateway.
+    #[arg(long)]
+    pub spool: bool,
+
+    /// An extra `serve` flag for the gateway; repeat for more.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -77,6 +77,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Log(args) => Ok(loggate::cli::log::run(args).await?),
         Command::Tail(args) => Ok(loggate::cli::tail::run(args).await?),
         Command::Bench(args) => Ok(loggate::cli::bench::run(args).await?),
+        Command::Chaos(args) => Ok(loggate::cli::bench::chaos::run(args).await?),
     }
 }
 

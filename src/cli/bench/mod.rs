@@ -7,6 +7,7 @@
 //! its RSS and CPU time from /proc; (3) the history stream read back, every
 //! acked id counted. Every name it declares is unique to the run and deleted.
 
+pub mod chaos;
 mod direct;
 mod fanout;
 mod load;

@@ -82,6 +82,12 @@ impl SpawnedGateway {
         })
     }
 
+    /// SIGKILL: the gateway gets no chance to finish anything.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(mut self) {
         let _ = Command::new("kill")

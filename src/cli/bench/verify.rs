@@ -81,9 +81,12 @@ pub async fn read_stream(
             .into_iter()
             .flatten()
         {
+            let wanted_id = wanted.contains(record.id.as_str());
             let count = seen.entry(record.id).or_default();
             *count += 1;
-            if *count == 1 {
+            // Records that were never acked (a call that failed after its
+            // records reached RabbitMQ) do not count towards "all found".
+            if *count == 1 && wanted_id {
                 found += 1;
             }
         }

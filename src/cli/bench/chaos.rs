@@ -39,7 +39,7 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, Error> {
         OffsetDateTime::now_utc().unix_timestamp_nanos() % 0xffff_ffff
     );
     let rabbitmqctl = Rabbitmqctl {
-        node: args.node.clone(),
+        node: Mutex::new(args.node.clone()),
     };
     let vhost = format!("loggate-{tag}");
     rabbitmqctl.run(&["add_vhost", &vhost]).await?;
@@ -97,6 +97,7 @@ async fn run_in(
     let watch = Watch::start(&url, gateway.pid);
 
     let load = Load::start(&url, args);
+    let fault_at = load.started + args.fault_at;
     tokio::time::sleep(args.fault_at).await;
     let injected = inject(
         args,
@@ -134,6 +135,14 @@ async fn run_in(
     }
 
     let seconds = sent.elapsed.as_secs_f64();
+    if let Some((first, last)) = sent.failures_between {
+        let since_fault = |at: Instant| at.saturating_duration_since(fault_at).as_secs_f64();
+        println!(
+            "refused:  calls failed from {:.2} s to {:.2} s after the fault began",
+            since_fault(first),
+            since_fault(last)
+        );
+    }
     println!(
         "load:     {} records acked in {seconds:.1} s ({:.0}/s); {} answered spooled; {} calls failed{}",
         sent.acked.len(),
@@ -145,6 +154,10 @@ async fn run_in(
             .map_or(String::new(), |f| format!(" (first: {f})")),
     );
     match recovery {
+        Some(took) if took.is_zero() => println!(
+            "recovery: gateway SERVING when the broker was back (health is sampled every {} ms)",
+            SAMPLE_EVERY.as_millis()
+        ),
         Some(took) => println!(
             "recovery: gateway SERVING {:.2} s after the broker was back",
             took.as_secs_f64()
@@ -209,6 +222,7 @@ async fn inject(
                 .node_of_connection(&format!("bench-{tag} publish"))
                 .await?;
             let pid = rabbitmqctl.os_pid(&node).await?;
+            rabbitmqctl.avoid(&node).await?;
             at(&format!(
                 "kill -9 {pid} (node {node}, where the gateway publishes)"
             ));
@@ -327,14 +341,39 @@ async fn read_back(
     Err(last.unwrap_or_else(|| Error::Gateway("no --amqp-url".into())))
 }
 
-/// `rabbitmqctl`, on the chosen node.
+/// `rabbitmqctl`, on the chosen node (moved to a survivor after kill-node).
 struct Rabbitmqctl {
-    node: Option<String>,
+    node: Mutex<Option<String>>,
 }
 
 impl Rabbitmqctl {
+    fn node(&self) -> Option<String> {
+        self.node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     async fn run(&self, args: &[&str]) -> Result<String, Error> {
-        self.run_on(self.node.as_deref(), args).await
+        self.run_on(self.node().as_deref(), args).await
+    }
+
+    /// From now on, talk to a running node other than `victim`.
+    async fn avoid(&self, victim: &str) -> Result<(), Error> {
+        let running = self.run(&["eval", "rabbit_nodes:all_running()."]).await?;
+        let survivor = running
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|node| node.trim().trim_matches('\''))
+            .find(|node| !node.is_empty() && *node != victim)
+            .ok_or_else(|| Error::Gateway(format!("no running node besides {victim}")))?
+            .to_owned();
+        *self
+            .node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(survivor);
+        Ok(())
     }
 
     async fn run_on(&self, node: Option<&str>, args: &[&str]) -> Result<String, Error> {
@@ -369,8 +408,8 @@ impl Rabbitmqctl {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut command = Command::new("rabbitmq-diagnostics");
-            if let Some(node) = &self.node {
-                command.args(["-n", node]);
+            if let Some(node) = self.node() {
+                command.args(["-n", node.as_str()]);
             }
             let ok = command
                 .args(["-q", "check_running"])
@@ -392,7 +431,10 @@ impl Rabbitmqctl {
     /// The node a connection (found by a part of its name) is on; its pid,
     /// `<node.1.2.3>`, names it.
     async fn node_of_connection(&self, needle: &str) -> Result<String, Error> {
-        let table = self.run(&["list_connections", "pid", "name"]).await?;
+        // The client-given name is in the client properties (`name` is the address).
+        let table = self
+            .run(&["list_connections", "pid", "client_properties"])
+            .await?;
         table
             .lines()
             .filter(|line| line.contains(needle))
@@ -530,6 +572,8 @@ struct Sent {
     spooled: u64,
     failed: u64,
     first_failure: Option<String>,
+    /// When the first and the last refused call came back.
+    failures_between: Option<(Instant, Instant)>,
     elapsed: Duration,
 }
 
@@ -573,6 +617,9 @@ impl Load {
                         }
                         Err(status) => {
                             sent.failed += 1;
+                            let now = Instant::now();
+                            let (first, _) = sent.failures_between.unwrap_or((now, now));
+                            sent.failures_between = Some((first, now));
                             sent.first_failure.get_or_insert_with(|| {
                                 format!("{:?}: {}", status.code(), status.message())
                             });
@@ -597,6 +644,10 @@ impl Load {
             all.spooled += part.spooled;
             all.failed += part.failed;
             all.first_failure = all.first_failure.or(part.first_failure);
+            all.failures_between = match (all.failures_between, part.failures_between) {
+                (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+                (one, other) => one.or(other),
+            };
         }
         all.elapsed = self.started.elapsed();
         all

@@ -205,8 +205,11 @@ async fn inject(
             rabbitmqctl.run(&["stop_app"]).await?;
             tokio::time::sleep(args.outage).await;
             rabbitmqctl.run(&["start_app"]).await?;
+            // start_app returns once the broker runs: that is "back".
+            let back = Instant::now();
             rabbitmqctl.wait_running().await?;
             at("rabbitmqctl start_app: RabbitMQ is back");
+            return Ok((gateway, back));
         }
         Fault::CloseConnections => {
             at("rabbitmqctl close_all_connections in the run's vhost");

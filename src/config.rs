@@ -142,6 +142,11 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGGATE_TAIL_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
     pub tail_heartbeat: Duration,
 
+    /// How long a Tail whose broker connection was lost waits for RabbitMQ to
+    /// come back (it then resumes where it was) before it ends with UNAVAILABLE.
+    #[arg(long, env = "LOGGATE_TAIL_RESUME_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub tail_resume_wait: Duration,
+
     /// Records buffered per Tail while its client is slow.
     #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..))]
     pub tail_buffer: u16,

@@ -149,6 +149,7 @@ pub async fn run(
             max_tails: config.max_tails as usize,
             tail_hub_queue: config.tail_hub_queue as usize,
             tail_heartbeat: config.tail_heartbeat,
+            tail_resume_wait: config.tail_resume_wait,
         },
         stop.clone(),
     );

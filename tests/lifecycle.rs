@@ -99,9 +99,9 @@ async fn health_follows_the_broker_connection_and_calls_recover() {
 }
 
 #[tokio::test]
-async fn a_tail_ends_with_unavailable_when_its_broker_connection_is_lost() {
+async fn a_tail_ends_with_unavailable_when_the_broker_stays_away_past_the_resume_wait() {
     let vhost = Vhost::create();
-    let gateway = Gateway::start_at(&vhost.url(), &[]).await;
+    let gateway = Gateway::start_at(&vhost.url(), &["--tail-resume-wait", "1s"]).await;
     let mut stream = gateway
         .client()
         .await
@@ -109,12 +109,25 @@ async fn a_tail_ends_with_unavailable_when_its_broker_connection_is_lost() {
         .await
         .expect("tail opens")
         .into_inner();
+    // Locked out: the tail connection cannot come back.
+    vhost.revoke();
     close_connections(&format!("{} tail", gateway.instance));
+    let started = tokio::time::Instant::now();
     let ended = tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("the tail ends")
         .expect("with a status");
-    assert_eq!(ended.expect_err("an error").code(), Code::Unavailable);
+    let status = ended.expect_err("an error");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("--tail-resume-wait"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "it waited first"
+    );
 }
 
 #[tokio::test]

@@ -5,10 +5,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    connections_named, consumers_of_connection, eventually, next_record, record, Gateway, WAIT,
+    close_connections, connections_named, consumers_of_connection, eventually, next_record, record,
+    Gateway, WAIT,
 };
-use loggate::proto::v1 as pb;
-use tonic::Streaming;
+use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
+use tonic::{transport::Channel, Streaming};
 
 #[tokio::test]
 async fn tail_sends_only_matching_records_in_stream_order() {
@@ -354,4 +355,82 @@ async fn a_slow_follower_is_detached_and_catches_up_without_slowing_others() {
         .expect("accepted");
     assert_eq!(next_record(&mut slow).await.message, "last");
     assert_eq!(next_record(&mut fast).await.message, "last");
+}
+
+/// The next record's message, skipping events that carry none (CaughtUp).
+async fn next_message(stream: &mut Streaming<pb::TailResponse>) -> String {
+    loop {
+        let response = tokio::time::timeout(WAIT, tokio_stream::StreamExt::next(stream))
+            .await
+            .expect("a record arrives in time")
+            .expect("stream open")
+            .expect("no error");
+        if let Some(pb::tail_response::Event::Record(record)) = response.event {
+            return record.message;
+        }
+    }
+}
+
+async fn log_all(client: &mut LogGatewayClient<Channel>, messages: &[String]) {
+    client
+        .log_batch(pb::LogBatchRequest {
+            records: messages.iter().map(|m| record("resume", m)).collect(),
+        })
+        .await
+        .expect("accepted");
+}
+
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test]
+async fn tails_resume_where_they_were_when_the_tail_connection_is_lost() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    let before = numbered("before", 3);
+    log_all(&mut client, &before).await;
+
+    // One live tail (on the shared consumer), one from the beginning (on a
+    // consumer of its own).
+    let mut live = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut replay = client
+        .tail(pb::TailRequest {
+            start: Some(pb::tail_request::Start::FromBeginning(true)),
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let first = numbered("a", 5);
+    log_all(&mut client, &first).await;
+    for expected in &first {
+        assert_eq!(&next_message(&mut live).await, expected);
+    }
+    for expected in before.iter().chain(&first) {
+        assert_eq!(&next_message(&mut replay).await, expected);
+    }
+
+    // The broker drops the tail connection; the publish connection stays, so
+    // these records reach the stream while nobody is reading it.
+    assert_eq!(close_connections(&format!("{} tail", gateway.instance)), 1);
+    let during = numbered("b", 5);
+    log_all(&mut client, &during).await;
+    let after = numbered("c", 2);
+    eventually("the tail connection is back", || {
+        !connections_named(&format!("{} tail", gateway.instance)).is_empty()
+    })
+    .await;
+    log_all(&mut client, &after).await;
+
+    // Both continue exactly after their last record: nothing lost, nothing twice.
+    for stream in [&mut live, &mut replay] {
+        for expected in during.iter().chain(&after) {
+            assert_eq!(&next_message(stream).await, expected);
+        }
+    }
 }

@@ -36,6 +36,8 @@ pub struct Gateway {
     stream_inflight: usize,
     /// How often a Tail gets a Heartbeat.
     tail_heartbeat: std::time::Duration,
+    /// How long a tail waits for the broker to come back before it ends.
+    tail_resume_wait: std::time::Duration,
     /// One permit per open Tail (`--max-tails`).
     tails: Arc<tokio::sync::Semaphore>,
     max_tails: usize,
@@ -54,6 +56,7 @@ pub struct GatewaySettings {
     /// Records queued per live tail in the hub before it is detached.
     pub tail_hub_queue: usize,
     pub tail_heartbeat: std::time::Duration,
+    pub tail_resume_wait: std::time::Duration,
 }
 
 impl Gateway {
@@ -75,6 +78,7 @@ impl Gateway {
             tails: Arc::new(tokio::sync::Semaphore::new(settings.max_tails.max(1))),
             max_tails: settings.max_tails.max(1),
             tail_heartbeat: settings.tail_heartbeat,
+            tail_resume_wait: settings.tail_resume_wait,
             shutdown,
         }
     }

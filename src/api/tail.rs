@@ -47,13 +47,13 @@ pub(super) async fn tail(
             .into());
         }
         StreamStart::Next => (
-            Feed::live(&gateway.hub, Arc::clone(&filter)).await?,
+            Feed::live(&gateway.hub, Arc::clone(&filter), gateway.tail_resume_wait).await?,
             CatchUp::Live,
         ),
         position => {
             // The head as it is now, before reading: "caught up" means past it.
             let head = gateway.source.head().await?;
-            let feed = Feed::own(&gateway.source, position).await?;
+            let feed = Feed::own(&gateway.source, position, gateway.tail_resume_wait).await?;
             let catch_up = match head {
                 Some(head) => CatchUp::Behind {
                     head,

@@ -18,7 +18,7 @@ use super::{
 };
 
 /// Where a new reader starts in the stream (`x-stream-offset`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStart {
     /// Only records that arrive from now on.
     Next,

@@ -1,16 +1,40 @@
 //! A follower's supply of entries: from the hub, or from a stream consumer of
 //! its own (from a start position, or after the hub let it go).
+//!
+//! A feed survives the broker going away: it remembers the position just past
+//! the last entry it handed out, and when its consumer fails (a broker restart,
+//! a lost connection, a cluster node gone) it waits for the tail connection to
+//! come back and continues from there on a consumer of its own, losing and
+//! repeating nothing. It gives up, with the error, after `--tail-resume-wait`.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{info, warn};
 
 use super::{decode, hub::Slot, Entry, Hub};
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
 use crate::record::Filter;
 
+/// Pause between attempts to reopen a consumer once connected.
+const RETRY: Duration = Duration::from_millis(200);
+
 /// Entries in stream order, whichever way they arrive.
-pub enum Feed {
+pub struct Feed {
+    supply: Supply,
+    source: Arc<StreamSource>,
+    /// Where the next entry is: just past the last one handed out (or past
+    /// everything the hub had read). `None` before the first.
+    next_at: Option<(i64, u32)>,
+    /// Where a consumer of its own would start if nothing was read yet.
+    start: StreamStart,
+    /// Arrival time of the newest record read, for heartbeats.
+    latest: Option<time::OffsetDateTime>,
+    /// How long to wait for RabbitMQ after the consumer failed.
+    resume_wait: Duration,
+}
+
+enum Supply {
     /// From the shared live consumer.
     Shared {
         rx: mpsc::Receiver<Entry>,
@@ -19,86 +43,188 @@ pub enum Feed {
     },
     /// From a consumer of its own (boxed: a reader is much larger than a queue).
     Own(Box<Own>),
+    /// The consumer failed at `since`; waiting for the broker to reopen one.
+    Lost { reason: String, since: Instant },
 }
 
-pub struct Own {
+struct Own {
     reader: StreamReader,
     /// Decoded but not yet taken.
     pending: VecDeque<Entry>,
-    /// Entries before this position were already delivered (after a switch
-    /// from the hub, the reader starts at a whole message).
+    /// Entries before this position were already delivered (the reader
+    /// starts at a whole chunk).
     from: Option<(i64, u32)>,
-    /// Arrival time of the newest record read, for heartbeats.
-    latest: Option<time::OffsetDateTime>,
 }
 
 impl Feed {
     /// A live feed from the hub.
-    pub async fn live(hub: &Arc<Hub>, filter: Arc<Filter>) -> Result<Feed, Error> {
+    pub async fn live(
+        hub: &Arc<Hub>,
+        filter: Arc<Filter>,
+        resume_wait: Duration,
+    ) -> Result<Feed, Error> {
         let (rx, slot) = hub.subscribe(filter).await?;
-        Ok(Feed::Shared {
-            rx,
-            slot,
-            hub: Arc::clone(hub),
+        Ok(Feed {
+            supply: Supply::Shared {
+                rx,
+                slot,
+                hub: Arc::clone(hub),
+            },
+            source: Arc::clone(hub.source()),
+            next_at: None,
+            start: StreamStart::Next,
+            latest: hub.latest(),
+            resume_wait,
         })
     }
 
     /// A feed of its own from `start`.
-    pub async fn own(source: &StreamSource, start: StreamStart) -> Result<Feed, Error> {
-        Ok(Feed::Own(Box::new(Own {
-            reader: source.open(start).await?,
-            pending: VecDeque::new(),
-            from: None,
+    pub async fn own(
+        source: &Arc<StreamSource>,
+        start: StreamStart,
+        resume_wait: Duration,
+    ) -> Result<Feed, Error> {
+        Ok(Feed {
+            supply: Supply::Own(Box::new(Own {
+                reader: source.open(start).await?,
+                pending: VecDeque::new(),
+                from: None,
+            })),
+            source: Arc::clone(source),
+            next_at: None,
+            start,
             latest: None,
-        })))
+            resume_wait,
+        })
     }
 
-    /// The next entry; `Ok(None)` when the broker ended the consumer.
+    /// The next entry; `Ok(None)` when the broker ended the consumer and it
+    /// could not be reopened. Cancel-safe: a cancelled call loses no entry.
     pub async fn next(&mut self) -> Result<Option<Entry>, Error> {
         loop {
-            match self {
-                Feed::Shared { rx, slot, hub } => {
-                    if let Some(entry) = rx.recv().await {
-                        return Ok(Some(entry));
+            let outcome = match &mut self.supply {
+                Supply::Shared { rx, slot, hub } => match rx.recv().await {
+                    Some(entry) => Ok(Some(entry)),
+                    None => {
+                        // The hub let go: everything it queued was taken above.
+                        if let Some(failure) = slot.failure() {
+                            if let Some(offset) = failure.next_offset {
+                                self.next_at = self.next_at.max(Some((offset, 0)));
+                            }
+                            Err(failure.reason)
+                        } else if let Some((offset, index)) = slot.resume_at() {
+                            self.supply = Supply::Own(Box::new(Own {
+                                reader: hub.source().open(StreamStart::Offset(offset)).await?,
+                                pending: VecDeque::new(),
+                                from: Some((offset, index)),
+                            }));
+                            continue;
+                        } else {
+                            return Ok(None);
+                        }
                     }
-                    // The hub let go: everything it queued was taken above.
-                    if let Some(reason) = slot.failure() {
-                        return Err(Error::Consumer(reason));
-                    }
-                    let Some((offset, index)) = slot.resume_at() else {
-                        return Ok(None);
-                    };
-                    *self = Feed::Own(Box::new(Own {
-                        reader: hub.source().open(StreamStart::Offset(offset)).await?,
-                        pending: VecDeque::new(),
-                        from: Some((offset, index)),
-                        latest: hub.latest(),
-                    }));
+                },
+                Supply::Own(own) => match own.next(&mut self.latest).await {
+                    Ok(Some(entry)) => Ok(Some(entry)),
+                    Ok(None) => Err("RabbitMQ cancelled the history stream consumer".to_owned()),
+                    Err(error) => Err(error.to_string()),
+                },
+                Supply::Lost { .. } => {
+                    self.recover().await?;
+                    continue;
                 }
-                Feed::Own(own) => return own.next().await,
+            };
+            match outcome {
+                Ok(Some(entry)) => {
+                    self.next_at = Some(if entry.last_in_message {
+                        (entry.offset + 1, 0)
+                    } else {
+                        (entry.offset, entry.index + 1)
+                    });
+                    if let Supply::Shared { hub, .. } = &self.supply {
+                        self.latest = self.latest.max(hub.latest());
+                    }
+                    return Ok(Some(entry));
+                }
+                Ok(None) => return Ok(None),
+                Err(reason) => {
+                    warn!(%reason, at = ?self.next_at, "a tail's consumer failed; resuming once RabbitMQ is back");
+                    self.supply = Supply::Lost {
+                        reason,
+                        since: Instant::now(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Waits for the tail connection, then reopens a consumer of its own
+    /// where the feed stopped. Gives up `resume_wait` after the failure.
+    async fn recover(&mut self) -> Result<(), Error> {
+        let Supply::Lost { reason, since } = &self.supply else {
+            return Ok(());
+        };
+        let deadline = *since + self.resume_wait;
+        let waited = humantime::format_duration(self.resume_wait);
+        let give_up = |reason: &str| {
+            Error::Consumer(format!(
+                "{reason}; RabbitMQ did not come back within {waited} (--tail-resume-wait)"
+            ))
+        };
+        let (start, from) = match self.next_at {
+            Some((offset, index)) => (StreamStart::Offset(offset), Some((offset, index))),
+            None => (self.start, None),
+        };
+        let mut connected = self.source.connected();
+        loop {
+            while !*connected.borrow_and_update() {
+                match tokio::time::timeout_at(deadline, connected.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => return Err(give_up(reason)),
+                }
+            }
+            match self.source.open(start).await {
+                Ok(reader) => {
+                    info!(at = ?self.next_at, "a tail resumed after RabbitMQ came back");
+                    self.supply = Supply::Own(Box::new(Own {
+                        reader,
+                        pending: VecDeque::new(),
+                        from,
+                    }));
+                    return Ok(());
+                }
+                Err(error) if Instant::now() + RETRY < deadline => {
+                    warn!(%error, "reopening a tail's consumer failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(error) => return Err(give_up(&format!("{reason}; then {error}"))),
             }
         }
     }
 
     /// Arrival time of the newest record this feed's consumer has read.
     pub fn latest(&self) -> Option<time::OffsetDateTime> {
-        match self {
-            Feed::Shared { hub, .. } => hub.latest(),
-            Feed::Own(own) => own.latest,
+        match &self.supply {
+            Supply::Shared { hub, .. } => self.latest.max(hub.latest()),
+            _ => self.latest,
         }
     }
 
     /// Cancels a consumer of its own, or leaves the hub.
     pub async fn close(self) {
-        match self {
-            Feed::Own(own) => own.reader.close().await,
-            Feed::Shared { slot, hub, .. } => hub.leave(&slot),
+        match self.supply {
+            Supply::Own(own) => own.reader.close().await,
+            Supply::Shared { slot, hub, .. } => hub.leave(&slot),
+            Supply::Lost { .. } => {}
         }
     }
 }
 
 impl Own {
-    async fn next(&mut self) -> Result<Option<Entry>, Error> {
+    async fn next(
+        &mut self,
+        latest: &mut Option<time::OffsetDateTime>,
+    ) -> Result<Option<Entry>, Error> {
         loop {
             if let Some(entry) = self.pending.pop_front() {
                 if self.from.is_some_and(|(o, i)| !entry.at_or_after(o, i)) {
@@ -112,7 +238,7 @@ impl Own {
             };
             let entries = decode(&message);
             let newest = entries.iter().map(|e| e.record.received_time).max();
-            self.latest = self.latest.max(newest);
+            *latest = (*latest).max(newest);
             self.pending.extend(entries);
             // Decoded and queued: grant the credit for the next message. At
             // most one message's records wait here, so memory stays bounded.

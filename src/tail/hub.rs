@@ -43,7 +43,16 @@ pub struct Slot {
     /// Where to continue: the first matching entry it could not take.
     resume_at: Mutex<Option<(i64, u32)>>,
     /// The hub's consumer failed (the broker went away).
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<Failure>>,
+}
+
+/// Why the hub stopped, and how far it had read.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: String,
+    /// The offset after the last message the hub read and fanned out; `None`
+    /// if it read none.
+    pub next_offset: Option<i64>,
 }
 
 impl Slot {
@@ -51,7 +60,7 @@ impl Slot {
         *lock(&self.resume_at)
     }
 
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<Failure> {
         lock(&self.failed).clone()
     }
 }
@@ -117,6 +126,7 @@ impl Hub {
     /// Reads the stream and fans out until no follower is left or the
     /// consumer fails.
     async fn run(self: Arc<Self>, mut reader: StreamReader) {
+        let mut next_offset = None;
         let failure = loop {
             if self.retire_if_idle() {
                 break None;
@@ -138,6 +148,7 @@ impl Hub {
                 break Some(error.to_string());
             }
             self.fan_out(&entries);
+            next_offset = message.offset.map(|offset| offset + 1).or(next_offset);
         };
         reader.close().await;
         if let Some(reason) = failure {
@@ -145,7 +156,10 @@ impl Hub {
             let mut state = lock(&self.state);
             state.running = false;
             for follower in state.followers.drain(..) {
-                *lock(&follower.slot.failed) = Some(reason.clone());
+                *lock(&follower.slot.failed) = Some(Failure {
+                    reason: reason.clone(),
+                    next_offset,
+                });
             }
         } else {
             info!("live tail hub stopped: no follower left");

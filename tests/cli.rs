@@ -453,10 +453,7 @@ async fn tail_history_only_prints_the_history_and_exits() {
 
 /// Starts `loggate serve` on the given names; returns the process and its URL.
 async fn serve_process(exchange: &str, history: &str) -> (Child, String) {
-    let mut child = loggate(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
+    common::serve_process(&[
         "--amqp-url",
         AMQP_URL,
         "--exchange",
@@ -464,26 +461,7 @@ async fn serve_process(exchange: &str, history: &str) -> (Child, String) {
         "--history-queue",
         history,
     ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("serve starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = tokio::time::timeout(WAIT, async {
-        while let Some(line) = stderr.next_line().await.expect("read") {
-            if let Some(rest) = line.split("serving address=").nth(1) {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .expect("an address")
-                    .to_owned();
-            }
-        }
-        panic!("serve exited before serving");
-    })
     .await
-    .expect("serving in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-    (child, format!("http://{address}"))
 }
 
 #[tokio::test]

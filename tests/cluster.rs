@@ -16,7 +16,6 @@ use std::{
 
 use common::{rabbitmqctl, record, Gateway, SERVING};
 use loggate::proto::v1 as pb;
-use tokio_stream::StreamExt;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster");
 /// What the gateway may take to serve again after its node died (the target).
@@ -174,24 +173,11 @@ async fn the_gateway_fails_over_when_its_node_is_killed_and_loses_nothing() {
 
     // Every acknowledged record is in the history, read through the
     // gateway's own (also failed-over) tail connection.
-    let mut stream = client
-        .tail(pb::TailRequest {
-            start: Some(pb::tail_request::Start::FromBeginning(true)),
-            history_only: true,
-            ..Default::default()
-        })
+    let found: HashSet<String> = common::history(&mut client)
         .await
-        .expect("tail")
-        .into_inner();
-    let mut found = HashSet::new();
-    while let Some(response) = tokio::time::timeout(common::WAIT, stream.next())
-        .await
-        .expect("history in time")
-    {
-        if let Some(pb::tail_response::Event::Record(r)) = response.expect("ok").event {
-            found.insert(r.id);
-        }
-    }
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     let missing: Vec<_> = acked.iter().filter(|id| !found.contains(*id)).collect();
     assert!(
         missing.is_empty(),

@@ -9,7 +9,6 @@ mod common;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,7 +18,6 @@ use common::{
     WAIT,
 };
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_stream::StreamExt;
 use tonic::{transport::Channel, Code};
 
@@ -58,34 +56,15 @@ impl Drop for SpoolDir {
     }
 }
 
-/// Every record in the gateway's history stream, oldest first.
-async fn history(client: &mut LogGatewayClient<Channel>) -> Vec<pb::LogRecord> {
-    let mut stream = client
-        .tail(pb::TailRequest {
-            start: Some(pb::tail_request::Start::FromBeginning(true)),
-            history_only: true,
-            ..Default::default()
-        })
-        .await
-        .expect("tail")
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(response) = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("the history arrives in time")
-    {
-        if let Some(pb::tail_response::Event::Record(record)) = response.expect("ok").event {
-            records.push(record);
-        }
-    }
-    records
-}
-
 /// Waits until the history holds `count` records, and returns their ids.
 async fn history_ids(client: &mut LogGatewayClient<Channel>, count: usize) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let ids: Vec<String> = history(client).await.into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = common::history(client)
+            .await
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         if ids.len() >= count {
             return ids;
         }
@@ -293,37 +272,6 @@ async fn a_full_spool_refuses_with_resource_exhausted_and_keeps_what_it_took() {
     assert_eq!(history_ids(&mut client, accepted.len()).await, accepted);
 }
 
-/// Starts `loggate serve` as a process; returns it and its gRPC URL.
-async fn serve_process(args: &[&str]) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loggate"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("serve starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = tokio::time::timeout(WAIT, async {
-        while let Some(line) = stderr.next_line().await.expect("read") {
-            if let Some(rest) = line.split("serving address=").nth(1) {
-                return rest
-                    .split_whitespace()
-                    .next()
-                    .expect("an address")
-                    .to_owned();
-            }
-        }
-        panic!("serve exited before serving");
-    })
-    .await
-    .expect("serving in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-    (child, format!("http://{address}"))
-}
-
 #[tokio::test]
 async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
     let vhost = Vhost::create();
@@ -343,7 +291,7 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
         "--broker-wait",
         "200ms",
     ];
-    let (mut first, grpc) = serve_process(&args).await;
+    let (mut first, grpc) = common::serve_process(&args).await;
 
     // Four clients send batches as fast as they are answered, until the
     // gateway dies under them; only OK answers count as acknowledged.

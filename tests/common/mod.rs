@@ -516,3 +516,60 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every record in the gateway's history stream, oldest first.
+pub async fn history(client: &mut LogGatewayClient<Channel>) -> Vec<pb::LogRecord> {
+    let mut stream = client
+        .tail(pb::TailRequest {
+            start: Some(pb::tail_request::Start::FromBeginning(true)),
+            history_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(response) = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the history arrives in time")
+    {
+        if let Some(pb::tail_response::Event::Record(record)) = response.expect("ok").event {
+            records.push(record);
+        }
+    }
+    records
+}
+
+/// Starts `loggate serve` as a process; returns it and its gRPC URL.
+pub async fn serve_process(args: &[&str]) -> (tokio::process::Child, String) {
+    // Cargo sets this for integration tests (the harness is only built into them).
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loggate"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let mut stderr = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stderr.take().expect("stderr"),
+    ));
+    let address = tokio::time::timeout(WAIT, async {
+        while let Some(line) = stderr.next_line().await.expect("read") {
+            if let Some(rest) = line.split("serving address=").nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .to_owned();
+            }
+        }
+        panic!("serve exited before serving");
+    })
+    .await
+    .expect("serving in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    (child, format!("http://{address}"))
+}

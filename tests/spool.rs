@@ -348,3 +348,38 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
     );
     assert_eq!(missing, 0, "every acknowledged record reached RabbitMQ");
 }
+
+#[tokio::test]
+async fn a_graceful_stop_keeps_what_is_spooled_and_the_next_start_drains_it() {
+    let vhost = Vhost::create();
+    vhost.revoke();
+    let spool = SpoolDir::new();
+    let extra = ["--spool-dir", spool.path(), "--broker-wait", "300ms"];
+    let mut first = Gateway::start_unready(&vhost.url(), fresh_names().2, &extra).await;
+    let batch = first
+        .client()
+        .await
+        .log_batch(pb::LogBatchRequest {
+            records: (0..10).map(|i| record("kept", &format!("k{i}"))).collect(),
+        })
+        .await
+        .expect("spooled")
+        .into_inner();
+    assert!(batch.spooled);
+    let names = first.take_names();
+    first
+        .stop()
+        .await
+        .expect("a clean stop, with records still spooled");
+    assert!(spool.segments() >= 1, "the spool is kept");
+    assert!(
+        spool.0.join("cursor").exists(),
+        "the cursor is synced at stop"
+    );
+
+    vhost.grant();
+    let second = Gateway::start_unready(&vhost.url(), names, &extra).await;
+    wait_for_health(&second, SERVING).await;
+    let mut client = second.client().await;
+    assert_eq!(history_ids(&mut client, batch.ids.len()).await, batch.ids);
+}

@@ -326,3 +326,104 @@ fn read_cursor(dir: &Path) -> Option<(u64, u64)> {
     let offset = parts.next()?.parse().ok()?;
     Some((seq, offset))
 }
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::record::Level;
+
+    fn settings(name: &str, max_bytes: u64) -> SpoolSettings {
+        SpoolSettings {
+            dir: std::env::temp_dir().join(format!(
+                "loggate-spool-{name}-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            )),
+            max_bytes,
+            segment_bytes: 4096,
+        }
+    }
+
+    fn records(count: usize) -> Vec<Record> {
+        (0..count)
+            .map(|i| Record {
+                id: format!("id-{i}"),
+                time: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid"),
+                received_time: OffsetDateTime::from_unix_timestamp(1_700_000_001).expect("valid"),
+                service: "spool".into(),
+                node: String::new(),
+                level: Level::Info,
+                message: format!("message {i}"),
+                attributes: Default::default(),
+                trace_id: String::new(),
+                span_id: String::new(),
+                gateway: "gw".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appended_records_survive_a_reopen_across_segments() {
+        let settings = settings("reopen", 1 << 20);
+        let spool = Spool::open(settings.clone()).expect("open");
+        for chunk in records(100).chunks(10) {
+            spool
+                .append(chunk)
+                .await
+                .expect("queued")
+                .durable()
+                .await
+                .expect("fsynced");
+        }
+        assert_eq!(spool.pending_records(), 100);
+        spool.close().await;
+        drop(spool);
+
+        let again = Spool::open(settings.clone()).expect("reopen");
+        assert_eq!(again.pending_records(), 100);
+        let segments = segment::list(&settings.dir).expect("list");
+        assert!(segments.len() > 1, "4 KiB segments roll over: {segments:?}");
+        again.close().await;
+        std::fs::remove_dir_all(&settings.dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_refuses_the_whole_call() {
+        let settings = settings("full", 2048);
+        let spool = Spool::open(settings.clone()).expect("open");
+        let mut taken = 0;
+        let refused = loop {
+            match spool.append(&records(1)).await {
+                Ok(appended) => {
+                    appended.durable().await.expect("fsynced");
+                    taken += 1;
+                }
+                Err(error) => break error,
+            }
+        };
+        assert!(
+            matches!(refused, Error::Full { max: 2048, .. }),
+            "{refused}"
+        );
+        assert!(taken > 3, "{taken}");
+        assert_eq!(spool.pending_records(), taken);
+        spool.close().await;
+        std::fs::remove_dir_all(&settings.dir).ok();
+    }
+
+    #[tokio::test]
+    async fn one_directory_serves_one_spool_at_a_time() {
+        let settings = settings("lock", 1 << 20);
+        let first = Spool::open(settings.clone()).expect("open");
+        let second = Spool::open(settings.clone());
+        let error = second.err().expect("the directory is locked");
+        assert!(
+            error.to_string().contains("in use by another loggate"),
+            "{error}"
+        );
+        first.close().await;
+        std::fs::remove_dir_all(&settings.dir).ok();
+    }
+}

@@ -83,3 +83,109 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
     }
     Ok(recovered)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::spool::{segment, write_cursor};
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "loggate-recover-{name}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    /// Writes a segment of `count` entries; returns each entry's end offset.
+    fn segment_of(dir: &Path, seq: u64, count: usize) -> Vec<u64> {
+        let mut file = segment::create(dir, seq).expect("create");
+        let mut ends = Vec::new();
+        let mut offset = segment::HEADER_BYTES;
+        for i in 0..count {
+            let mut entry = Vec::new();
+            segment::encode_entry(format!("record {i}").as_bytes(), &mut entry);
+            file.write_all(&entry).expect("write");
+            offset += entry.len() as u64;
+            ends.push(offset);
+        }
+        ends
+    }
+
+    #[test]
+    fn an_empty_directory_starts_at_segment_one() {
+        let dir = temp_dir("empty");
+        let recovered = recover(&dir).expect("recover");
+        assert_eq!(recovered.records, 0);
+        assert_eq!(recovered.next_seq, 1);
+        assert!(recovered.state.segments.is_empty());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn everything_after_the_cursor_is_pending_and_drained_segments_go() {
+        let dir = temp_dir("cursor");
+        segment_of(&dir, 1, 4);
+        let ends = segment_of(&dir, 2, 5);
+        segment_of(&dir, 3, 2);
+        // Segment 1 was drained and deleted-to-be; two records of segment 2 too.
+        write_cursor(&dir, 2, ends[1], false).expect("cursor");
+
+        let recovered = recover(&dir).expect("recover");
+        assert_eq!(recovered.records, 3 + 2);
+        assert_eq!(recovered.state.read, ends[1]);
+        let seqs: Vec<u64> = recovered.state.segments.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        assert!(
+            !segment::path(&dir, 1).exists(),
+            "the drained segment is deleted"
+        );
+        assert_eq!(recovered.next_seq, 4);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_not_counted() {
+        let dir = temp_dir("torn");
+        let ends = segment_of(&dir, 1, 3);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(segment::path(&dir, 1))
+            .and_then(|mut f| f.write_all(&[9, 0, 0, 0, 1, 2]))
+            .expect("torn bytes");
+        let recovered = recover(&dir).expect("recover");
+        assert_eq!(recovered.records, 3);
+        assert_eq!(recovered.state.segments[0].end, ends[2]);
+        let on_disk = std::fs::metadata(segment::path(&dir, 1))
+            .expect("file")
+            .len();
+        assert_eq!(on_disk, ends[2], "the file was truncated");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_cursor_inside_an_entry_drains_the_segment_again_rather_than_misread() {
+        let dir = temp_dir("unaligned");
+        let ends = segment_of(&dir, 5, 3);
+        write_cursor(&dir, 5, ends[0] + 3, false).expect("cursor");
+        let recovered = recover(&dir).expect("recover");
+        assert_eq!(recovered.records, 3, "all of it, at least once");
+        assert_eq!(recovered.state.read, segment::HEADER_BYTES);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_segment_without_its_header_is_removed() {
+        let dir = temp_dir("header");
+        std::fs::write(segment::path(&dir, 1), b"LGSP").expect("write");
+        segment_of(&dir, 2, 1);
+        let recovered = recover(&dir).expect("recover");
+        assert_eq!(recovered.records, 1);
+        assert!(!segment::path(&dir, 1).exists());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

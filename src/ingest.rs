@@ -6,6 +6,8 @@
 //! connection is down or blocked, when a publish fails for a reason that may
 //! pass (lost connection, nack, timeout), and while the spool still holds
 //! records, so that they reach RabbitMQ behind the ones spooled before them.
+//! (The records of a publish that fails midway are spooled when the failure
+//! is known, so they can land behind records spooled in the meantime.)
 //! A record refused for good (unroutable) is never spooled.
 
 use std::sync::Arc;

@@ -105,9 +105,6 @@ pub async fn run(
         ),
     )?;
     let (publisher, source) = (Arc::new(publisher), Arc::new(source));
-    if let Some(spool) = &spool {
-        spool.start_draining(Arc::clone(&publisher));
-    }
     let ingest = Arc::new(Ingest::new(Arc::clone(&publisher), spool.clone()));
 
     let stop = CancellationToken::new();
@@ -155,6 +152,11 @@ pub async fn run(
     );
     let gateway = LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
 
+    // Last of the set-up steps that can fail, so no drainer outlives a
+    // failed start.
+    if let Some(spool) = &spool {
+        spool.start_draining(Arc::clone(&publisher));
+    }
     let address = listener.local_addr().ok();
     // Without TCP_NODELAY a response's frames wait for the client's delayed
     // ACK (Nagle): 40 ms per pipelined call. Keepalive notices vanished peers.

@@ -77,6 +77,30 @@ async fn history_ids(client: &mut LogGatewayClient<Channel>, count: usize) -> Ve
     }
 }
 
+/// Waits until every id of `wanted` is in the history; returns the history's ids.
+async fn history_with_all_of(
+    client: &mut LogGatewayClient<Channel>,
+    wanted: &[String],
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ids: Vec<String> = common::history(client)
+            .await
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let present: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let missing = wanted
+            .iter()
+            .filter(|id| !present.contains(id.as_str()))
+            .count();
+        if missing == 0 || tokio::time::Instant::now() >= deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_for_health(gateway: &Gateway, status: i32) {
     eventually_async("the expected health status", || async {
         gateway.health_status("").await == status
@@ -323,7 +347,9 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
     .await;
     first.start_kill().expect("kill -9");
     first.wait().await.expect("reaped");
-    while load.join_next().await.is_some() {}
+    while let Some(joined) = load.join_next().await {
+        joined.expect("a client saw only spooled OKs, then the gateway's death");
+    }
     let acked = acked.lock().expect("lock").clone();
 
     // A new gateway on the same spool, with RabbitMQ reachable, drains it.
@@ -331,7 +357,7 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
     let second = Gateway::start_unready(&url, names, &args[6..]).await;
     wait_for_health(&second, SERVING).await;
     let mut client = second.client().await;
-    let found = history_ids(&mut client, acked.len()).await;
+    let found = history_with_all_of(&mut client, &acked).await;
     let mut copies: HashMap<&str, usize> = HashMap::new();
     for id in &found {
         *copies.entry(id.as_str()).or_default() += 1;

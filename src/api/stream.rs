@@ -88,8 +88,14 @@ impl Producer {
             };
             match request {
                 Ok(Some(request)) => {
-                    let Some(admission) = self.admit(&request, &answers).await else {
-                        break None;
+                    let admission = match self.admit(&request, &answers).await {
+                        Ok(admission) => admission,
+                        Err(Refused::ClientLeft) => break None,
+                        // This request (and any in flight) gets no answer:
+                        // the stream's status says why.
+                        Err(Refused::ShuttingDown) => {
+                            break Some(Status::unavailable("the gateway is shutting down"))
+                        }
                     };
                     self.start(request, admission, &answers, &mut confirming)
                         .await;
@@ -110,8 +116,12 @@ impl Producer {
     }
 
     /// Waits until this request's records fit in the stream's bound and in the
-    /// gateway's. `None` when the client left or the gateway is stopping meanwhile.
-    async fn admit(&self, request: &pb::LogStreamRequest, answers: &Answers) -> Option<Admission> {
+    /// gateway's, unless the client leaves or the gateway stops meanwhile.
+    async fn admit(
+        &self,
+        request: &pb::LogStreamRequest,
+        answers: &Answers,
+    ) -> Result<Admission, Refused> {
         let wanted = u32::try_from(request.records.len())
             .unwrap_or(u32::MAX)
             .min(self.max_inflight);
@@ -124,9 +134,9 @@ impl Producer {
             Some(Admission { stream, gateway })
         };
         tokio::select! {
-            admission = admission => admission,
-            () = answers.closed() => None,
-            () = self.shutdown.cancelled() => None,
+            admission = admission => admission.ok_or(Refused::ShuttingDown),
+            () = answers.closed() => Err(Refused::ClientLeft),
+            () = self.shutdown.cancelled() => Err(Refused::ShuttingDown),
         }
     }
 
@@ -200,6 +210,12 @@ impl Producer {
             drop(stream);
         });
     }
+}
+
+/// Why a request read from the stream was not admitted.
+enum Refused {
+    ClientLeft,
+    ShuttingDown,
 }
 
 /// Where a request's records were handed.

@@ -55,7 +55,11 @@ pub(super) async fn run(shared: Arc<Shared>, publisher: Arc<Publisher>, stop: Ca
                 }
             }
             Work::Delete { seq } => {
-                if let Err(error) = delete_segment(&shared, seq) {
+                let deleting = Arc::clone(&shared);
+                let deleted =
+                    tokio::task::spawn_blocking(move || delete_segment(&deleting, seq)).await;
+                if let Err(error) = deleted.unwrap_or_else(|join| Err(std::io::Error::other(join)))
+                {
                     error!(%error, seq, "could not delete a drained spool segment");
                     if pause(&stop, &mut retry).await {
                         return;
@@ -86,7 +90,14 @@ pub(super) async fn run(shared: Arc<Shared>, publisher: Arc<Publisher>, stop: Ca
                     Ok(()) => {
                         retry = RETRY_FIRST;
                         drained += chunk.records.len() as u64;
-                        advance(&shared, seq, from, &chunk);
+                        let records = chunk.records.len() as u64 + chunk.undecodable;
+                        let next = chunk.next;
+                        let advancing = Arc::clone(&shared);
+                        // File work off the async workers.
+                        let _ = tokio::task::spawn_blocking(move || {
+                            advance(&advancing, seq, from, records, next)
+                        })
+                        .await;
                     }
                     Err(error) => {
                         warn!(%error, records = chunk.records.len(), "publishing spooled records failed; retrying");
@@ -102,7 +113,7 @@ pub(super) async fn run(shared: Arc<Shared>, publisher: Arc<Publisher>, stop: Ca
 
 fn has_pending(shared: &Shared) -> bool {
     shared
-        .pending_records
+        .pending_bytes
         .load(std::sync::atomic::Ordering::Acquire)
         > 0
 }
@@ -131,22 +142,19 @@ fn next_work(shared: &Shared) -> Work {
     }
 }
 
-/// Moves the cursor past a confirmed chunk, and returns its records and
-/// bytes to the budget.
-fn advance(shared: &Shared, seq: u64, from: u64, chunk: &Chunk) {
+/// Moves the cursor past a confirmed chunk (`records` entries, ending at
+/// `next`), and returns its records and bytes to the budget.
+fn advance(shared: &Shared, seq: u64, from: u64, records: u64, next: u64) {
     {
         let mut state = shared.state();
         if state.segments.front().is_some_and(|front| front.seq == seq) && state.read == from {
-            state.read = chunk.next;
+            state.read = next;
         }
     }
-    shared.release(
-        chunk.records.len() as u64 + chunk.undecodable,
-        chunk.next - from,
-    );
+    shared.release(records, next - from);
     // Not synced: after a crash, a stale cursor only means some records are
     // published twice (with their ids). Shutdown syncs it.
-    if let Err(error) = write_cursor(&shared.dir, seq, chunk.next, false) {
+    if let Err(error) = write_cursor(&shared.dir, seq, next, false) {
         warn!(%error, "could not record the spool's cursor");
     }
 }

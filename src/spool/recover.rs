@@ -32,7 +32,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
             .copied()
             .chain(cursor.map(|(seq, _)| seq))
             .max()
-            .map_or(1, |seq| seq + 1),
+            .map_or(1, |seq| seq.saturating_add(1)),
     };
 
     for seq in seqs {
@@ -50,8 +50,9 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
         };
         let mut scanned = segment::scan(dir, seq, wanted)?;
         if scanned.valid_len < segment::HEADER_BYTES {
-            warn!(file = %path.display(), "not a spool segment (bad header); removing it");
-            std::fs::remove_file(&path)?;
+            // Kept aside for a person to look at, never read again.
+            warn!(file = %path.display(), "not a spool segment (bad header); renaming it to .bad");
+            std::fs::rename(&path, path.with_extension("bad"))?;
             continue;
         }
         if scanned.dropped_bytes > 0 {
@@ -179,13 +180,17 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_without_its_header_is_removed() {
+    fn a_segment_without_its_header_is_set_aside() {
         let dir = temp_dir("header");
         std::fs::write(segment::path(&dir, 1), b"LGSP").expect("write");
         segment_of(&dir, 2, 1);
         let recovered = recover(&dir).expect("recover");
         assert_eq!(recovered.records, 1);
         assert!(!segment::path(&dir, 1).exists());
+        assert!(
+            segment::path(&dir, 1).with_extension("bad").exists(),
+            "kept aside"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -155,9 +155,13 @@ impl Writer {
     }
 
     fn start_segment(&mut self) -> io::Result<&mut Head> {
+        // Taken even if creating fails, so a half-made file (a full disk
+        // while writing its header) does not block every later attempt.
         let seq = self.next_seq;
-        let file = segment::create(&self.shared.dir, seq)?;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
+        let file = segment::create(&self.shared.dir, seq).inspect_err(|_| {
+            let _ = std::fs::remove_file(segment::path(&self.shared.dir, seq));
+        })?;
         {
             let mut state = self.shared.state();
             if state.segments.is_empty() {

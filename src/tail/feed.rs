@@ -113,12 +113,21 @@ impl Feed {
                             }
                             Err(failure.reason)
                         } else if let Some((offset, index)) = slot.resume_at() {
-                            self.supply = Supply::Own(Box::new(Own {
-                                reader: hub.source().open(StreamStart::Offset(offset)).await?,
-                                pending: VecDeque::new(),
-                                from: Some((offset, index)),
-                            }));
-                            continue;
+                            match hub.source().open(StreamStart::Offset(offset)).await {
+                                Ok(reader) => {
+                                    self.supply = Supply::Own(Box::new(Own {
+                                        reader,
+                                        pending: VecDeque::new(),
+                                        from: Some((offset, index)),
+                                    }));
+                                    continue;
+                                }
+                                // Recovers from there like any lost consumer.
+                                Err(error) => {
+                                    self.next_at = self.next_at.max(Some((offset, index)));
+                                    Err(error.to_string())
+                                }
+                            }
                         } else {
                             return Ok(None);
                         }
@@ -183,7 +192,13 @@ impl Feed {
                     _ => return Err(give_up(reason)),
                 }
             }
-            match self.source.open(start).await {
+            // Bounded too: a broker that accepts but never answers must not
+            // keep the tail waiting past the deadline.
+            let opened = match tokio::time::timeout_at(deadline, self.source.open(start)).await {
+                Ok(opened) => opened,
+                Err(_) => return Err(give_up(reason)),
+            };
+            match opened {
                 Ok(reader) => {
                     info!(at = ?self.next_at, "a tail resumed after RabbitMQ came back");
                     self.supply = Supply::Own(Box::new(Own {

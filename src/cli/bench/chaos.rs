@@ -29,6 +29,9 @@ use crate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 
 /// How often the gateway's health and memory are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// Longest a load call may take (a blocked broker holds calls for
+/// `--publish-timeout`, 10 s by default).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the gateway to serve again once the load has ended.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -590,9 +593,11 @@ impl Load {
         let period =
             Duration::from_secs_f64((batch * concurrency) as f64 / f64::from(args.rate.max(1)));
         for client_no in 0..concurrency {
+            // Every call is bounded, so a wedged gateway cannot hang the run.
             let channel = Endpoint::from_shared(url.to_owned())
                 .expect("the gateway's URL is valid")
                 .connect_timeout(Duration::from_secs(1))
+                .timeout(CALL_TIMEOUT)
                 .connect_lazy();
             let mut client = LogGatewayClient::new(channel);
             let stop = stop.clone();
@@ -642,7 +647,16 @@ impl Load {
         self.stop.cancel();
         let mut all = Sent::default();
         while let Some(joined) = self.workers.join_next().await {
-            let Ok(part) = joined else { continue };
+            let part = match joined {
+                Ok(part) => part,
+                Err(error) => {
+                    // Its acked ids are lost to the count: say so loudly.
+                    all.failed += 1;
+                    all.first_failure
+                        .get_or_insert_with(|| format!("a client task failed: {error}"));
+                    continue;
+                }
+            };
             all.acked.extend(part.acked);
             all.spooled += part.spooled;
             all.failed += part.failed;

@@ -1,7 +1,8 @@
 //! `loggate chaos FAULT`: steady load on a gateway of our own, one fault,
 //! then the loss check: every record the gateway answered OK must be in the
-//! history stream. Prints acked, found, missing, duplicated, the recovery
-//! time (broker back → gateway SERVING) and the gateway's peak RSS.
+//! history stream, and a live tail that stayed open must have seen it too.
+//! Prints acked, found, missing, duplicated, the recovery time (broker back →
+//! gateway SERVING), what the tail saw, and the gateway's peak RSS.
 //!
 //! Everything runs in a vhost of the run's own (deleted at the end), so the
 //! faults that can be confined to it (close-connections, kill-gateway) touch
@@ -99,6 +100,9 @@ async fn run_in(
     let url = gateway.url.clone();
     let watch = Watch::start(&url, gateway.pid);
 
+    // A live tail follows the run through the fault: it should see every
+    // acknowledged record too (tails resume after the broker comes back).
+    let follower = Follower::start(&url).await?;
     let load = Load::start(&url, args);
     let fault_at = load.started + args.fault_at;
     tokio::time::sleep(args.fault_at).await;
@@ -130,6 +134,7 @@ async fn run_in(
     let recovered = watch.serving_after(broker_back, SETTLE).await;
     let recovery = recovered.map(|at| at.saturating_duration_since(broker_back));
     let seen = read_back(&urls, &history_queue, &sent.acked).await?;
+    let followed = follower.finish(&sent.acked).await;
     let tally = Tally::of(&sent.acked, &seen);
     let peak_rss = watch.stop();
     gateway.stop().await;
@@ -174,11 +179,29 @@ async fn run_in(
         "history:  acked {}  found {}  missing {}  duplicated {}",
         tally.acked, tally.found, tally.missing, tally.duplicated
     );
+    match &followed.ended {
+        None => println!(
+            "tail:     a live tail saw {} of the acked records ({} missing)",
+            sent.acked.len() as u64 - followed.missing,
+            followed.missing
+        ),
+        Some(status) => println!(
+            "tail:     the live tail ended: {status} (it saw {} of the acked records)",
+            sent.acked.len() as u64 - followed.missing
+        ),
+    }
     println!("gateway:  peak RSS {}", megabytes(peak_rss));
     if tally.missing > 0 {
         eprintln!(
             "loggate chaos: {} acknowledged records are missing",
             tally.missing
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if followed.ended.is_none() && followed.missing > 0 {
+        eprintln!(
+            "loggate chaos: the live tail stayed open but missed {} acknowledged records",
+            followed.missing
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -533,12 +556,6 @@ impl Watch {
     }
 }
 
-fn lock(watched: &Mutex<Watched>) -> std::sync::MutexGuard<'_, Watched> {
-    watched
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 async fn sample(inner: Arc<Mutex<Watched>>, channel: Channel) {
     let mut health = HealthClient::new(channel);
     loop {
@@ -669,6 +686,88 @@ impl Load {
         all.elapsed = self.started.elapsed();
         all
     }
+}
+
+/// A live Tail of the run's records, collecting their ids.
+struct Follower {
+    seen: Arc<Mutex<std::collections::HashSet<String>>>,
+    ended: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the follower saw of the acknowledged records.
+struct Followed {
+    missing: u64,
+    /// The status the tail ended with, if it did.
+    ended: Option<String>,
+}
+
+impl Follower {
+    async fn start(url: &str) -> Result<Follower, Error> {
+        let channel = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Error::Gateway(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Error::Gateway(format!("cannot reach {url}: {e}")))?;
+        let mut stream = LogGatewayClient::new(channel)
+            .tail(pb::TailRequest {
+                services: vec!["chaos".into()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| Error::Gateway(format!("Tail: {}", status.message())))?
+            .into_inner();
+        let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let ended = Arc::new(Mutex::new(None));
+        let task = {
+            let (seen, ended) = (Arc::clone(&seen), Arc::clone(&ended));
+            tokio::spawn(async move {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(response)) => {
+                            if let Some(pb::tail_response::Event::Record(record)) = response.event {
+                                lock(&seen).insert(record.id);
+                            }
+                        }
+                        Ok(None) => {
+                            *lock(&ended) = Some("the stream ended".to_owned());
+                            return;
+                        }
+                        Err(status) => {
+                            *lock(&ended) =
+                                Some(format!("{:?}: {}", status.code(), status.message()));
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Follower { seen, ended, task })
+    }
+
+    /// Waits (a bounded while) until the tail has seen every acked record or
+    /// has ended, then stops it.
+    async fn finish(self, acked: &[String]) -> Followed {
+        let missing = || {
+            let seen = lock(&self.seen);
+            acked.iter().filter(|id| !seen.contains(*id)).count() as u64
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while missing() > 0 && lock(&self.ended).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.task.abort();
+        Followed {
+            missing: missing(),
+            ended: lock(&self.ended).clone(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn record(message: &str) -> pb::LogRecord {

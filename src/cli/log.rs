@@ -28,6 +28,11 @@ pub async fn run(args: LogArgs) -> Result<ExitCode, Error> {
             what: "the record was not accepted",
             status,
         })?;
-    println!("{}", response.into_inner().id);
+    let response = response.into_inner();
+    println!("{}", response.id);
+    if response.spooled {
+        // Accepted and safe, but not in RabbitMQ yet: worth knowing at a terminal.
+        eprintln!("loggate: RabbitMQ is unavailable; the gateway spooled the record and will publish it");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -169,6 +169,27 @@ async fn without_rabbitmq_records_are_spooled_then_drained_in_order_once_it_is_b
     }
     assert!(spool.segments() >= 1, "the records are on disk");
 
+    // The CLI prints the id and says the record was spooled.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_loggate"))
+        .args([
+            "log",
+            "--server",
+            &gateway.url(),
+            "--service",
+            "spooled",
+            "cli",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("loggate log runs");
+    assert!(cli.status.success(), "{cli:?}");
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("spooled the record"),
+        "{cli:?}"
+    );
+    spooled_ids.push(String::from_utf8_lossy(&cli.stdout).trim().to_owned());
+
     // RabbitMQ lets the gateway in: it connects, and the spool drains.
     vhost.grant();
     wait_for_health(&gateway, SERVING).await;

@@ -32,7 +32,9 @@ pub async fn run(args: LogArgs) -> Result<ExitCode, Error> {
     println!("{}", response.id);
     if response.spooled {
         // Accepted and safe, but not in RabbitMQ yet: worth knowing at a terminal.
-        eprintln!("loggate: RabbitMQ is unavailable; the gateway spooled the record and will publish it");
+        eprintln!(
+            "loggate: RabbitMQ is unavailable; the gateway spooled the record and will publish it"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use crate::broker::{self, Publisher};
 use crate::record::Record;
-use crate::spool::{self, Appended, Spool};
+use crate::spool::{self, Spool};
 
 /// How a call's records were taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +76,6 @@ impl Ingest {
     pub fn spool_first(&self) -> Option<&Spool> {
         let spool = self.spool.as_deref()?;
         (spool.has_pending() || !*self.ready.borrow()).then_some(spool)
-    }
-
-    /// Queues `records` on the spool in call order (see [`Spool::append`]).
-    pub async fn enqueue(&self, spool: &Spool, records: &[Record]) -> Result<Appended, Error> {
-        Ok(spool.append(records).await?)
     }
 
     /// Turns a publish's outcome into the call's: confirmed, or spooled

@@ -26,7 +26,7 @@ use crate::broker::{self, Confirms, Reservation};
 use crate::ingest::{self, Delivered, Ingest};
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, TraceParent};
-use crate::spool::Appended;
+use crate::spool::{self, Appended};
 
 /// Answers buffered for a client that is slow to read them.
 const ANSWER_BUFFER: usize = 256;
@@ -167,7 +167,7 @@ impl Producer {
         // Handed over here, in request order (to the stream's channel or to
         // the spool's queue); only the waiting happens in the task.
         let handed = match self.ingest.spool_first() {
-            Some(spool) => Handed::Spool(self.ingest.enqueue(spool, &records).await),
+            Some(spool) => Handed::Spool(spool.append(&records).await),
             None => {
                 let deadline = Instant::now() + self.publish_timeout;
                 Handed::Broker(
@@ -182,12 +182,12 @@ impl Producer {
         let answers = answers.clone();
         confirming.spawn(async move {
             let delivered = match handed {
-                Handed::Spool(Ok(appended)) => appended
-                    .durable()
-                    .await
-                    .map(|()| Delivered::Spooled)
-                    .map_err(Into::into),
-                Handed::Spool(Err(error)) => Err(error),
+                Handed::Spool(appended) => match appended {
+                    Ok(appended) => appended.durable().await,
+                    Err(error) => Err(error),
+                }
+                .map(|()| Delivered::Spooled)
+                .map_err(ingest::Error::from),
                 Handed::Broker(sent) => {
                     let confirmed = match sent {
                         Ok(confirms) => confirms.wait().await,
@@ -221,7 +221,7 @@ enum Refused {
 /// Where a request's records were handed.
 enum Handed {
     Broker(Result<Confirms, broker::Error>),
-    Spool(Result<Appended, ingest::Error>),
+    Spool(Result<Appended, spool::Error>),
 }
 
 /// Room for one request: in this stream's bound and in the gateway's.

@@ -434,3 +434,23 @@ async fn tails_resume_where_they_were_when_the_tail_connection_is_lost() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_live_tail_that_had_seen_nothing_resumes_from_when_it_began() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    log_all(&mut client, &numbered("old", 2)).await;
+    // Opened, then the tail connection goes before the tail (or the shared
+    // consumer) has read a single record: it has no position to resume from.
+    let mut live = client
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail")
+        .into_inner();
+    assert_eq!(close_connections(&format!("{} tail", gateway.instance)), 1);
+    let during = numbered("d", 3);
+    log_all(&mut client, &during).await;
+    for expected in &during {
+        assert_eq!(&next_message(&mut live).await, expected);
+    }
+}

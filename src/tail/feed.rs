@@ -28,6 +28,9 @@ pub struct Feed {
     next_at: Option<(i64, u32)>,
     /// Where a consumer of its own would start if nothing was read yet.
     start: StreamStart,
+    /// For a live feed: when it began. Without a position, it resumes from
+    /// then (by arrival), so records sent during an outage are not skipped.
+    live_since: Option<time::OffsetDateTime>,
     /// Arrival time of the newest record read, for heartbeats.
     latest: Option<time::OffsetDateTime>,
     /// How long to wait for RabbitMQ after the consumer failed.
@@ -54,6 +57,9 @@ struct Own {
     /// Entries before this position were already delivered (the reader
     /// starts at a whole chunk).
     from: Option<(i64, u32)>,
+    /// Entries that arrived before this time predate the tail (the reader
+    /// starts at a whole chunk, up to a second early).
+    not_before: Option<time::OffsetDateTime>,
 }
 
 impl Feed {
@@ -73,6 +79,7 @@ impl Feed {
             source: Arc::clone(hub.source()),
             next_at: None,
             start: StreamStart::Next,
+            live_since: Some(time::OffsetDateTime::now_utc()),
             latest: hub.latest(),
             resume_wait,
         })
@@ -89,10 +96,12 @@ impl Feed {
                 reader: source.open(start).await?,
                 pending: VecDeque::new(),
                 from: None,
+                not_before: None,
             })),
             source: Arc::clone(source),
             next_at: None,
             start,
+            live_since: None,
             latest: None,
             resume_wait,
         })
@@ -119,6 +128,7 @@ impl Feed {
                                         reader,
                                         pending: VecDeque::new(),
                                         from: Some((offset, index)),
+                                        not_before: None,
                                     }));
                                     continue;
                                 }
@@ -180,9 +190,16 @@ impl Feed {
                 "{reason}; RabbitMQ did not come back within {waited} (--tail-resume-wait)"
             ))
         };
-        let (start, from) = match self.next_at {
-            Some((offset, index)) => (StreamStart::Offset(offset), Some((offset, index))),
-            None => (self.start, None),
+        let (start, from, not_before) = match (self.next_at, self.live_since) {
+            (Some((offset, index)), _) => {
+                (StreamStart::Offset(offset), Some((offset, index)), None)
+            }
+            (None, Some(since)) => (
+                StreamStart::Timestamp(u64::try_from(since.unix_timestamp()).unwrap_or(0)),
+                None,
+                Some(since),
+            ),
+            (None, None) => (self.start, None, None),
         };
         let mut connected = self.source.connected();
         loop {
@@ -205,6 +222,7 @@ impl Feed {
                         reader,
                         pending: VecDeque::new(),
                         from,
+                        not_before,
                     }));
                     return Ok(());
                 }
@@ -245,7 +263,14 @@ impl Own {
                 if self.from.is_some_and(|(o, i)| !entry.at_or_after(o, i)) {
                     continue;
                 }
+                if self
+                    .not_before
+                    .is_some_and(|since| entry.record.received_time < since)
+                {
+                    continue;
+                }
                 self.from = None;
+                self.not_before = None;
                 return Ok(Some(entry));
             }
             let Some(message) = self.reader.next().await? else {

@@ -56,27 +56,6 @@ impl Drop for SpoolDir {
     }
 }
 
-/// Waits until the history holds `count` records, and returns their ids.
-async fn history_ids(client: &mut LogGatewayClient<Channel>, count: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ids: Vec<String> = common::history(client)
-            .await
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        if ids.len() >= count {
-            return ids;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {count} records reached the history",
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until every id of `wanted` is in the history; returns the history's ids.
 async fn history_with_all_of(
     client: &mut LogGatewayClient<Channel>,
@@ -193,7 +172,7 @@ async fn without_rabbitmq_records_are_spooled_then_drained_in_order_once_it_is_b
     // RabbitMQ lets the gateway in: it connects, and the spool drains.
     vhost.grant();
     wait_for_health(&gateway, SERVING).await;
-    let found = history_ids(&mut client, spooled_ids.len()).await;
+    let found = history_with_all_of(&mut client, &spooled_ids).await;
     assert_eq!(found, spooled_ids, "every spooled record, once, in order");
 
     // Drained: records go straight to RabbitMQ again (a record may still be
@@ -217,7 +196,7 @@ async fn without_rabbitmq_records_are_spooled_then_drained_in_order_once_it_is_b
     }
     assert!(direct.is_some(), "publishing goes direct after the drain");
     let all: Vec<String> = spooled_ids.iter().cloned().chain(extra).collect();
-    assert_eq!(history_ids(&mut client, all.len()).await, all);
+    assert_eq!(history_with_all_of(&mut client, &all).await, all);
 
     gateway.stop().await.expect("clean stop");
     assert_eq!(
@@ -266,7 +245,7 @@ async fn a_gateway_that_loses_rabbitmq_midway_spools_and_catches_up() {
 
     vhost.grant();
     wait_for_health(&gateway, SERVING).await;
-    assert_eq!(history_ids(&mut client, ids.len()).await, ids);
+    assert_eq!(history_with_all_of(&mut client, &ids).await, ids);
 }
 
 #[tokio::test]
@@ -314,7 +293,7 @@ async fn a_full_spool_refuses_with_resource_exhausted_and_keeps_what_it_took() {
 
     vhost.grant();
     wait_for_health(&gateway, SERVING).await;
-    assert_eq!(history_ids(&mut client, accepted.len()).await, accepted);
+    assert_eq!(history_with_all_of(&mut client, &accepted).await, accepted);
 }
 
 #[tokio::test]
@@ -428,5 +407,8 @@ async fn a_graceful_stop_keeps_what_is_spooled_and_the_next_start_drains_it() {
     let second = Gateway::start_unready(&vhost.url(), names, &extra).await;
     wait_for_health(&second, SERVING).await;
     let mut client = second.client().await;
-    assert_eq!(history_ids(&mut client, batch.ids.len()).await, batch.ids);
+    assert_eq!(
+        history_with_all_of(&mut client, &batch.ids).await,
+        batch.ids
+    );
 }

@@ -1,0 +1,108 @@
+//! A small `loggate bench` run: checks the verification, not the speed.
+
+use std::process::Command;
+
+#[test]
+fn bench_smoke_run_verifies_every_acked_record() {
+    for mode in ["unary", "batch", "stream"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_loggate-bench"))
+            .args([
+                "bench",
+                "--mode",
+                mode,
+                "--records",
+                "300",
+                "--concurrency",
+                "3",
+                "--batch-size",
+                "25",
+                "--direct-records",
+                "300",
+            ])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("bench runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{mode}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("verified: 300 acked, 300 found in the history stream, 0 missing, 0 duplicated; 0 failed calls"),
+            "{mode}: {stdout}"
+        );
+        assert!(stdout.contains(&format!("gateway ({mode})")), "{stdout}");
+        let comparison = if mode == "unary" {
+            "latency vs direct round trip"
+        } else {
+            "ratio gateway/direct"
+        };
+        assert!(stdout.contains(comparison), "{stdout}");
+        assert!(stdout.contains("peak RSS"), "{stdout}");
+    }
+}
+
+#[test]
+fn bench_with_packed_messages_verifies_every_record() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loggate-bench"))
+        .args([
+            "bench",
+            "--mode",
+            "batch",
+            "--records",
+            "1000",
+            "--concurrency",
+            "2",
+            "--batch-size",
+            "100",
+            "--amqp-batch-records",
+            "50",
+            "--skip-direct",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "verified: 1000 acked, 1000 found in the history stream, 0 missing, 0 duplicated"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_tail_and_replay_smoke_runs_count_every_delivery() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_loggate-bench"))
+            .arg("bench")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("bench runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let tail = run(&[
+        "--mode",
+        "tail",
+        "--followers",
+        "20",
+        "--services",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ]);
+    assert!(
+        tail.contains("200 records sent (0 failed calls), 1000 deliveries expected, 1000 delivered, 0 lost, 0 duplicated"),
+        "{tail}"
+    );
+    let replay = run(&["--mode", "replay", "--records", "500"]);
+    assert!(replay.contains("replay: 500 of 500 records"), "{replay}");
+}

@@ -1,0 +1,83 @@
+//! `loggate serve` as a child process, and the address handshake: the child
+//! is given `--address-file`, and the bound address is read from that file
+//! (never scraped from log text).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+
+/// How often the address file is looked for while a gateway starts.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Why a gateway process did not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start {bin}: {source}")]
+    Start {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gateway exited before it listened ({0})")]
+    Exited(std::process::ExitStatus),
+    #[error("the gateway did not listen within {0:?}")]
+    Timeout(Duration),
+    #[error("the address file held {0:?}, not an address")]
+    BadAddress(String),
+}
+
+/// The `loggate` binary: `$LOGGATE_BIN`, else the one cargo built next to
+/// the running executable (test binaries live in `target/<profile>/deps/`).
+pub fn loggate_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LOGGATE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(format!("loggate{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Spawns `command` (a `loggate serve …` with `--listen …:0`) with an
+/// `--address-file` of its own and waits up to `within` for the address it
+/// bound. The child is killed when its handle drops.
+pub async fn spawn_serving(
+    mut command: Command,
+    within: Duration,
+) -> Result<(Child, SocketAddr), SpawnError> {
+    let file = address_file_path();
+    command.arg("--address-file").arg(&file).kill_on_drop(true);
+    let bin = format!("{:?}", command.as_std().get_program());
+    let mut child = command
+        .spawn()
+        .map_err(|source| SpawnError::Start { bin, source })?;
+    let deadline = Instant::now() + within;
+    let address = loop {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let _ = std::fs::remove_file(&file);
+            break text
+                .trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| SpawnError::BadAddress(text))?;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SpawnError::Exited(status));
+        }
+        if Instant::now() >= deadline {
+            return Err(SpawnError::Timeout(within));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    Ok((child, address))
+}
+
+/// A path no other gateway of this or another run writes.
+fn address_file_path() -> PathBuf {
+    std::env::temp_dir().join(format!("{}.address", crate::unique("serve")))
+}

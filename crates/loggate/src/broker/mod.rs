@@ -1,0 +1,17 @@
+//! Everything that speaks AMQP: connections that recover, the topology, the
+//! confirm-mode [`Publisher`] and the history-stream [`StreamReader`]. lapin
+//! types stay inside this module.
+
+mod endpoint;
+mod error;
+mod link;
+mod outgoing;
+mod publisher;
+mod stream_reader;
+mod topology;
+
+pub use endpoint::{Brokers, Endpoint};
+pub use error::Error;
+pub use publisher::{Confirms, Publisher, PublisherSettings, Reservation};
+pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
+pub use topology::{Retention, Topology};

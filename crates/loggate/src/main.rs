@@ -1,0 +1,121 @@
+//! The `loggate` binary: parse the command line, set up logging, run one subcommand.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use loggate::config::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The gateway logs at info; the client commands only warn, so their
+    // stdout stays the output and stderr stays quiet.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let threads = match &cli.command {
+        Command::Serve(config) => config.threads,
+        _ => 0,
+    };
+    let runtime = match build_runtime(threads) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loggate: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("loggate: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // Leave without dropping the runtime. lapin's I/O threads (of connections
+    // closed, or of attempts that failed) may still be parked on tasks of it;
+    // cancelling those makes them panic noisily after our last word. Every
+    // connection is closed and every output written by now.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
+}
+
+/// `threads` = 1: a current-thread runtime (fewest thread hand-offs per call,
+/// the lowest latency); 0: one worker per core; N: N workers.
+fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(config) => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            if let Some(path) = &config.address_file {
+                let address = listener.local_addr().context("reading the bound address")?;
+                write_address_file(path, address)
+                    .with_context(|| format!("--address-file {}", path.display()))?;
+            }
+            loggate::server::run(listener, config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log(args) => Ok(loggate::cli::log::run(args).await?),
+        Command::Tail(args) => Ok(loggate::cli::tail::run(args).await?),
+    }
+}
+
+/// Writes `address` and a newline to `path` through a temporary file and a
+/// rename, so a reader polling for the file never sees half a line.
+fn write_address_file(
+    path: &std::path::Path,
+    address: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{address}\n"))?;
+    std::fs::rename(&partial, path)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

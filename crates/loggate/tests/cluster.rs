@@ -1,0 +1,188 @@
+//! A real 3-node RabbitMQ cluster (scripts/rabbitmq-cluster, on ports that do
+//! not clash with the default node): the history stream is replicated to
+//! every node, and when the node the gateway publishes through is killed with
+//! SIGKILL, the gateway fails over to another node by itself, serves again,
+//! and every record it acknowledged is still in the history.
+//!
+//! One test, in a binary of its own: it owns the cluster from start to stop.
+
+use loggate_testkit as common;
+
+use std::{
+    collections::HashSet,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{rabbitmqctl, record, Gateway, SERVING};
+use loggate::proto::v1 as pb;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster");
+/// What the gateway may take to serve again after its node died (the target).
+const FAILOVER_TARGET: Duration = Duration::from_secs(5);
+
+/// The cluster, stopped (and its data deleted) when the test ends, pass or fail.
+struct Cluster {
+    urls: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let output = Command::new(SCRIPT)
+            .arg("start")
+            .output()
+            .expect("scripts/rabbitmq-cluster runs");
+        assert!(
+            output.status.success(),
+            "starting the cluster failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let urls = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert_eq!(urls.split(',').count(), 3, "{urls}");
+        Cluster { urls }
+    }
+
+    fn kill_node(&self, n: u32) {
+        let status = Command::new(SCRIPT)
+            .args(["kill-node", &n.to_string()])
+            .status()
+            .expect("scripts/rabbitmq-cluster runs");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(SCRIPT).arg("stop").status();
+    }
+}
+
+/// `rabbitmqctl` against node `loggate<n>` of the cluster.
+fn on_node(n: u32, args: &[&str]) -> String {
+    let node = format!("loggate{n}@{}", hostname());
+    let mut all = vec!["-n", node.as_str()];
+    all.extend_from_slice(args);
+    rabbitmqctl(&all)
+}
+
+fn hostname() -> String {
+    let output = Command::new("hostname")
+        .arg("-s")
+        .output()
+        .expect("hostname");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Which node (1, 2 or 3) holds the connection whose client-given name
+/// (in its client properties) contains `needle`;
+/// a connection's pid, `<loggateN@host.1.2.3>`, names its node.
+fn node_of_connection(ask: u32, needle: &str) -> Option<u32> {
+    on_node(ask, &["-q", "list_connections", "pid", "client_properties"])
+        .lines()
+        .filter(|line| line.contains(needle))
+        .find_map(|line| {
+            let pid = line.split('\t').next()?;
+            let after = pid.split("<loggate").nth(1)?;
+            after.split('@').next()?.parse().ok()
+        })
+}
+
+async fn log_one(
+    client: &mut pb::log_gateway_client::LogGatewayClient<tonic::transport::Channel>,
+    message: &str,
+) -> Result<pb::LogResponse, tonic::Status> {
+    client
+        .log(pb::LogRequest {
+            record: Some(record("cluster", message)),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_fails_over_when_its_node_is_killed_and_loses_nothing() {
+    let cluster = Cluster::start();
+    // What the gateway declares goes with the cluster's data when it stops.
+    let gateway = Gateway::start_at(&cluster.urls, &[]).await;
+    let mut client = gateway.client().await;
+
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let response = log_one(&mut client, &format!("before {i}"))
+            .await
+            .expect("a healthy cluster confirms");
+        assert!(!response.spooled);
+        acked.push(response.id);
+    }
+
+    // The history stream has a replica on every node (--history-replicas
+    // defaults to 3, and the cluster has 3).
+    let members = on_node(1, &["-q", "list_queues", "name", "members"]);
+    let line = members
+        .lines()
+        .find(|line| line.starts_with(&gateway.history_queue))
+        .unwrap_or_else(|| panic!("the history stream is listed: {members}"));
+    for n in 1..=3 {
+        assert!(line.contains(&format!("loggate{n}@")), "{line}");
+    }
+
+    let publishing = format!("{} publish", gateway.instance);
+    let victim = node_of_connection(1, &publishing).expect("the publish connection is on a node");
+    cluster.kill_node(victim);
+    let killed_at = Instant::now();
+
+    // Calls during the failover may be refused (UNAVAILABLE: no spool here),
+    // never answered OK without a confirm. Keep calling until it serves.
+    let mut refused = 0;
+    let mut recovered = None;
+    while killed_at.elapsed() < Duration::from_secs(30) {
+        match log_one(&mut client, "during failover").await {
+            Ok(response) => {
+                acked.push(response.id);
+                recovered.get_or_insert(killed_at.elapsed());
+                if gateway.health_status("").await == SERVING {
+                    break;
+                }
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let recovered = recovered.expect("the gateway publishes again after failing over");
+    eprintln!(
+        "failover: node {victim} killed; first confirm {:.2} s later; {refused} calls refused meanwhile",
+        recovered.as_secs_f64()
+    );
+    assert!(
+        recovered <= FAILOVER_TARGET,
+        "publishing resumed {recovered:?} after the node died"
+    );
+    let survivor = (1..=3).find(|&n| n != victim).expect("another node");
+    let now_on = node_of_connection(survivor, &publishing).expect("reconnected");
+    assert_ne!(now_on, victim);
+
+    for i in 0..50 {
+        let response = log_one(&mut client, &format!("after {i}"))
+            .await
+            .expect("the surviving nodes confirm");
+        acked.push(response.id);
+    }
+
+    // Every acknowledged record is in the history, read through the
+    // gateway's own (also failed-over) tail connection.
+    let found: HashSet<String> = common::history(&mut client)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let missing: Vec<_> = acked.iter().filter(|id| !found.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records missing",
+        missing.len()
+    );
+    gateway.stop().await.expect("clean stop");
+}

@@ -5,6 +5,7 @@
 //! `record` → the generated wire types.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -14,3 +15,4 @@ pub mod record;
 pub mod server;
 pub mod spool;
 pub mod tail;
+pub mod tls;

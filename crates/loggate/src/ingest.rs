@@ -9,15 +9,22 @@
 //! (The records of a publish that fails midway are spooled when the failure
 //! is known, so they can land behind records spooled in the meantime.)
 //! A record refused for good (unroutable) is never spooled.
+//!
+//! All three ingest RPCs take this one path: [`Ingest::hand_over`] (in the
+//! caller's order) then [`Pending::settle`]; `Log` and `LogBatch` do both at
+//! once through [`Ingest::deliver`]. The API layer never sees the publisher
+//! or the spool.
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tracing::warn;
 
-use crate::broker::{self, Publisher};
+use crate::broker::{self, Confirms, PinnedChannel, Publisher};
 use crate::record::Record;
-use crate::spool::{self, Spool};
+use crate::spool::{self, Appended, Spool};
+
+pub use crate::broker::Reservation;
 
 /// How a call's records were taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +41,7 @@ impl Delivered {
     }
 }
 
+/// Why records were not taken. Mapped to gRPC status in `api::status`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -50,6 +58,29 @@ pub struct Ingest {
     ready: watch::Receiver<bool>,
 }
 
+/// The hand-off order of one caller (a LogStream): the batches it hands
+/// over reach RabbitMQ, or the spool, in the order handed over.
+#[derive(Debug, Clone, Copy)]
+pub struct Sequence {
+    channel: PinnedChannel,
+}
+
+/// A batch handed over, its outcome still to come: await [`Pending::settle`].
+#[must_use = "records are only confirmed or spooled once settled"]
+pub struct Pending {
+    awaiting: Awaiting,
+    /// Where the records go if the publish fails for a reason that may pass.
+    spool: Option<Arc<Spool>>,
+}
+
+/// What a handed-over batch waits for.
+enum Awaiting {
+    /// The broker's confirms (or the error that kept the records from it).
+    Confirms(Result<Confirms, broker::Error>),
+    /// The spool's fsync (or the error that kept the records from it).
+    Fsync(Result<Appended, spool::Error>),
+}
+
 impl Ingest {
     pub fn new(publisher: Arc<Publisher>, spool: Option<Arc<Spool>>) -> Ingest {
         Ingest {
@@ -59,49 +90,119 @@ impl Ingest {
         }
     }
 
-    pub fn publisher(&self) -> &Arc<Publisher> {
-        &self.publisher
+    /// `Log` and `LogBatch`: hands `records` over and settles them. Waiting
+    /// for room under `--max-inflight` counts against `--publish-timeout`
+    /// (past it: `Busy`, which a spool then takes).
+    pub async fn deliver(&self, records: &[Record]) -> Result<Delivered, Error> {
+        let pending = match self.spool_first() {
+            Some(spool) => self.to_spool(spool, records).await,
+            None => {
+                let timeout = self.publisher.timeout();
+                let deadline = Instant::now() + timeout;
+                match tokio::time::timeout_at(deadline, self.reserve(records.len())).await {
+                    Ok(reservation) => {
+                        let channel = self.publisher.pin_channel();
+                        self.to_broker(channel, records, reservation, deadline)
+                            .await
+                    }
+                    Err(_) => self.pending(Awaiting::Confirms(Err(broker::Error::Busy(timeout)))),
+                }
+            }
+        };
+        pending.settle(records).await
     }
 
-    /// Publishes `records` in order and waits for the broker, or spools them.
-    pub async fn deliver(&self, records: &[Record]) -> Result<Delivered, Error> {
-        if let Some(spool) = self.spool_first() {
-            return Ok(spool_now(spool, records).await?);
+    /// A new hand-off order, for a caller whose batches must stay in order.
+    pub fn sequence(&self) -> Sequence {
+        Sequence {
+            channel: self.publisher.pin_channel(),
         }
-        let published = self.publisher.publish(records).await;
-        self.settle(records, published).await
+    }
+
+    /// Waits until `records` more fit under `--max-inflight` (unbounded: the
+    /// caller bounds the wait). A call larger than the whole bound takes all of it.
+    pub async fn reserve(&self, records: usize) -> Reservation {
+        self.publisher.reserve(records).await
+    }
+
+    /// Hands `records` over in `sequence`'s order, to the broker or the
+    /// spool, and returns without waiting for either: once this returns, a
+    /// later batch of the same sequence lands behind this one. The confirms
+    /// are awaited within `--publish-timeout` from now.
+    pub async fn hand_over(
+        &self,
+        sequence: Sequence,
+        records: &[Record],
+        reservation: Reservation,
+    ) -> Pending {
+        match self.spool_first() {
+            Some(spool) => self.to_spool(spool, records).await,
+            None => {
+                let deadline = Instant::now() + self.publisher.timeout();
+                self.to_broker(sequence.channel, records, reservation, deadline)
+                    .await
+            }
+        }
     }
 
     /// The spool, when records should go to it without trying the broker.
-    pub fn spool_first(&self) -> Option<&Spool> {
+    fn spool_first(&self) -> Option<&Spool> {
         let spool = self.spool.as_deref()?;
         (spool.has_pending() || !*self.ready.borrow()).then_some(spool)
     }
 
-    /// Turns a publish's outcome into the call's: confirmed, or spooled
-    /// after a failure that may pass, or the failure.
-    pub async fn settle(
+    async fn to_spool(&self, spool: &Spool, records: &[Record]) -> Pending {
+        self.pending(Awaiting::Fsync(spool.append(records).await))
+    }
+
+    async fn to_broker(
         &self,
+        channel: PinnedChannel,
         records: &[Record],
-        published: Result<(), broker::Error>,
-    ) -> Result<Delivered, Error> {
-        let error = match published {
+        reservation: Reservation,
+        deadline: Instant,
+    ) -> Pending {
+        let sent = self
+            .publisher
+            .send(channel, records, reservation, deadline)
+            .await;
+        self.pending(Awaiting::Confirms(sent))
+    }
+
+    fn pending(&self, awaiting: Awaiting) -> Pending {
+        Pending {
+            awaiting,
+            spool: self.spool.clone(),
+        }
+    }
+}
+
+impl Pending {
+    /// Waits for the outcome of the batch of `records` (the ones handed
+    /// over): confirmed, or fsynced, or spooled after a publish failure that
+    /// may pass, or the failure.
+    pub async fn settle(self, records: &[Record]) -> Result<Delivered, Error> {
+        let confirmed = match self.awaiting {
+            Awaiting::Fsync(appended) => {
+                appended?.durable().await?;
+                return Ok(Delivered::Spooled);
+            }
+            Awaiting::Confirms(Ok(confirms)) => confirms.wait().await,
+            Awaiting::Confirms(Err(error)) => Err(error),
+        };
+        let error = match confirmed {
             Ok(()) => return Ok(Delivered::Confirmed),
             Err(error) => error,
         };
         match self.spool.as_deref() {
             Some(spool) if may_pass(&error) => {
                 warn!(%error, records = records.len(), "publishing failed; spooling the records");
-                Ok(spool_now(spool, records).await?)
+                spool.append(records).await?.durable().await?;
+                Ok(Delivered::Spooled)
             }
             _ => Err(error.into()),
         }
     }
-}
-
-async fn spool_now(spool: &Spool, records: &[Record]) -> Result<Delivered, spool::Error> {
-    spool.append(records).await?.durable().await?;
-    Ok(Delivered::Spooled)
 }
 
 /// Failures a later attempt may not meet: the spool takes those records.

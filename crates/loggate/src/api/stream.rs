@@ -1,9 +1,9 @@
 //! `LogStream`: many pipelined requests on one call, each answered once its
 //! records are confirmed (or with its own error), in order of confirmation.
 //!
-//! One task reads requests in order and hands each to the publisher on the
-//! stream's own channel (so requests reach the broker in the order sent); a
-//! task per request awaits its confirms and answers. A per-stream semaphore
+//! One task reads requests in order and hands each over to `ingest` in the
+//! stream's own sequence (so requests reach the broker, or the spool, in the
+//! order sent); a task per request awaits the outcome and answers. A per-stream semaphore
 //! bounds unanswered records: when it is exhausted the reader stops reading,
 //! and HTTP/2 flow control pushes back on the client.
 
@@ -13,7 +13,6 @@ use time::OffsetDateTime;
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
-    time::Instant,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +21,9 @@ use tracing::{debug, info_span, Instrument};
 
 use super::log::{accept_batch, traceparent};
 use super::{Gateway, LogStreamStream};
-use crate::broker::{self, Confirms, Reservation};
-use crate::ingest::{self, Delivered, Ingest};
+use crate::ingest::{Ingest, Reservation, Sequence};
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, TraceParent};
-use crate::spool::{self, Appended};
 
 /// Answers buffered for a client that is slow to read them.
 const ANSWER_BUFFER: usize = 256;
@@ -35,23 +32,21 @@ pub(super) async fn log_stream(
     gateway: &Gateway,
     request: Request<Streaming<pb::LogStreamRequest>>,
 ) -> Result<Response<LogStreamStream>, Status> {
-    let publisher = gateway.ingest.publisher();
-    let producer = Producer {
+    let stream_inflight = gateway.stream_inflight;
+    let call = StreamCall {
         ingest: Arc::clone(&gateway.ingest),
-        lane: publisher.lane(),
+        sequence: gateway.ingest.sequence(),
         instance: gateway.instance.clone(),
         limits: gateway.limits,
         max_batch: gateway.max_batch,
         traceparent: traceparent(request.metadata()),
-        inflight: Arc::new(Semaphore::new(gateway.stream_inflight)),
-        max_inflight: u32::try_from(gateway.stream_inflight).unwrap_or(u32::MAX),
-        publish_timeout: publisher.timeout(),
+        inflight: Arc::new(Semaphore::new(stream_inflight)),
+        max_inflight: u32::try_from(stream_inflight).unwrap_or(u32::MAX),
         shutdown: gateway.shutdown.clone(),
     };
     let (tx, rx) = mpsc::channel(ANSWER_BUFFER);
     tokio::spawn(
-        producer
-            .run(request.into_inner(), tx)
+        call.run(request.into_inner(), tx)
             .instrument(info_span!("log_stream")),
     );
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -60,10 +55,10 @@ pub(super) async fn log_stream(
 type Answers = mpsc::Sender<Result<pb::LogStreamResponse, Status>>;
 
 /// One LogStream call's state.
-struct Producer {
+struct StreamCall {
     ingest: Arc<Ingest>,
-    /// The channel slot every request of this stream is published on.
-    lane: usize,
+    /// Every request of this stream is handed over in this order.
+    sequence: Sequence,
     instance: String,
     limits: Limits,
     max_batch: usize,
@@ -71,16 +66,15 @@ struct Producer {
     /// One permit per record sent but not yet answered.
     inflight: Arc<Semaphore>,
     max_inflight: u32,
-    publish_timeout: std::time::Duration,
     shutdown: CancellationToken,
 }
 
-impl Producer {
+impl StreamCall {
     async fn run(self, mut requests: Streaming<pb::LogStreamRequest>, answers: Answers) {
-        let mut confirming = JoinSet::new();
+        let mut answering = JoinSet::new();
         let ending = loop {
             // Reap finished answer tasks so the set does not grow.
-            while confirming.try_join_next().is_some() {}
+            while answering.try_join_next().is_some() {}
             let request = tokio::select! {
                 () = answers.closed() => break None,
                 () = self.shutdown.cancelled() => break Some(Status::unavailable("the gateway is shutting down")),
@@ -88,16 +82,16 @@ impl Producer {
             };
             match request {
                 Ok(Some(request)) => {
-                    let admission = match self.admit(&request, &answers).await {
-                        Ok(admission) => admission,
-                        Err(Refused::ClientLeft) => break None,
+                    let permits = match self.admit(&request, &answers).await {
+                        Ok(permits) => permits,
+                        Err(NotAdmitted::ClientLeft) => break None,
                         // This request (and any in flight) gets no answer:
                         // the stream's status says why.
-                        Err(Refused::ShuttingDown) => {
+                        Err(NotAdmitted::ShuttingDown) => {
                             break Some(Status::unavailable("the gateway is shutting down"))
                         }
                     };
-                    self.start(request, admission, &answers, &mut confirming)
+                    self.hand_over(request, permits, &answers, &mut answering)
                         .await;
                 }
                 // The client half-closed: answer what is in flight, then end OK.
@@ -109,7 +103,7 @@ impl Producer {
             }
         };
         // Every request taken is answered before the stream ends.
-        while confirming.join_next().await.is_some() {}
+        while answering.join_next().await.is_some() {}
         if let Some(status) = ending {
             let _ = answers.send(Err(status)).await;
         }
@@ -121,35 +115,35 @@ impl Producer {
         &self,
         request: &pb::LogStreamRequest,
         answers: &Answers,
-    ) -> Result<Admission, Refused> {
+    ) -> Result<InflightPermits, NotAdmitted> {
         let wanted = u32::try_from(request.records.len())
             .unwrap_or(u32::MAX)
             .min(self.max_inflight);
-        let admission = async {
+        let permits = async {
             let stream = Arc::clone(&self.inflight)
                 .acquire_many_owned(wanted)
                 .await
                 .ok()?;
-            let gateway = self.ingest.publisher().reserve(request.records.len()).await;
-            Some(Admission { stream, gateway })
+            let gateway = self.ingest.reserve(request.records.len()).await;
+            Some(InflightPermits { stream, gateway })
         };
         tokio::select! {
-            admission = admission => admission.ok_or(Refused::ShuttingDown),
-            () = answers.closed() => Err(Refused::ClientLeft),
-            () = self.shutdown.cancelled() => Err(Refused::ShuttingDown),
+            permits = permits => permits.ok_or(NotAdmitted::ShuttingDown),
+            () = answers.closed() => Err(NotAdmitted::ClientLeft),
+            () = self.shutdown.cancelled() => Err(NotAdmitted::ShuttingDown),
         }
     }
 
-    /// Validates and publishes one request, then leaves its confirms to a
-    /// task that answers. Refusals are answered at once.
-    async fn start(
+    /// Validates one request and hands its records over, in stream order;
+    /// a task awaits the outcome and answers. Refusals are answered at once.
+    async fn hand_over(
         &self,
         request: pb::LogStreamRequest,
-        admission: Admission,
+        permits: InflightPermits,
         answers: &Answers,
-        confirming: &mut JoinSet<()>,
+        answering: &mut JoinSet<()>,
     ) {
-        let Admission { stream, gateway } = admission;
+        let InflightPermits { stream, gateway } = permits;
         let seq = request.seq;
         let acceptance = Acceptance {
             received_time: OffsetDateTime::now_utc(),
@@ -164,39 +158,14 @@ impl Producer {
                 return;
             }
         };
-        // Handed over here, in request order (to the stream's channel or to
-        // the spool's queue); only the waiting happens in the task.
-        let handed = match self.ingest.spool_first() {
-            Some(spool) => Handed::Spool(spool.append(&records).await),
-            None => {
-                let deadline = Instant::now() + self.publish_timeout;
-                Handed::Broker(
-                    self.ingest
-                        .publisher()
-                        .send(self.lane, &records, gateway, deadline)
-                        .await,
-                )
-            }
-        };
-        let ingest = Arc::clone(&self.ingest);
+        // Handed over here, in request order; only the waiting happens in the task.
+        let pending = self
+            .ingest
+            .hand_over(self.sequence, &records, gateway)
+            .await;
         let answers = answers.clone();
-        confirming.spawn(async move {
-            let delivered = match handed {
-                Handed::Spool(appended) => match appended {
-                    Ok(appended) => appended.durable().await,
-                    Err(error) => Err(error),
-                }
-                .map(|()| Delivered::Spooled)
-                .map_err(ingest::Error::from),
-                Handed::Broker(sent) => {
-                    let confirmed = match sent {
-                        Ok(confirms) => confirms.wait().await,
-                        Err(error) => Err(error),
-                    };
-                    ingest.settle(&records, confirmed).await
-                }
-            };
-            let answer = match delivered {
+        answering.spawn(async move {
+            let answer = match pending.settle(&records).await {
                 Ok(delivered) => pb::LogStreamResponse {
                     seq,
                     ids: records.into_iter().map(|r| r.id).collect(),
@@ -213,19 +182,14 @@ impl Producer {
 }
 
 /// Why a request read from the stream was not admitted.
-enum Refused {
+enum NotAdmitted {
     ClientLeft,
     ShuttingDown,
 }
 
-/// Where a request's records were handed.
-enum Handed {
-    Broker(Result<Confirms, broker::Error>),
-    Spool(Result<Appended, spool::Error>),
-}
-
-/// Room for one request: in this stream's bound and in the gateway's.
-struct Admission {
+/// Room for one request's records: in this stream's bound
+/// (`--stream-inflight`) and in the gateway's (`--max-inflight`).
+struct InflightPermits {
     stream: OwnedSemaphorePermit,
     gateway: Reservation,
 }

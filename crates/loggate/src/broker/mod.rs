@@ -12,6 +12,6 @@ mod topology;
 
 pub use endpoint::{Brokers, Endpoint};
 pub use error::Error;
-pub use publisher::{Confirms, Publisher, PublisherSettings, Reservation};
+pub use publisher::{Confirms, PinnedChannel, Publisher, PublisherSettings, Reservation};
 pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
 pub use topology::{Retention, Topology};

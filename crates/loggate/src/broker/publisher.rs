@@ -172,7 +172,7 @@ impl Publisher {
             .await
             .map_err(|_| Error::Busy(self.timeout))?;
         let confirms = self
-            .send(self.lane(), records, reservation, deadline)
+            .send(self.pin_channel(), records, reservation, deadline)
             .await?;
         confirms.wait().await
     }
@@ -197,18 +197,19 @@ impl Publisher {
         self.timeout
     }
 
-    /// A channel slot for a caller that wants all its publishes on one channel
-    /// (a LogStream keeps one, so its requests reach the broker in order).
-    pub fn lane(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    /// The next of the pool's channels, round-robin, for a caller to keep:
+    /// everything sent on one [`PinnedChannel`] reaches the broker in the
+    /// order sent (a LogStream keeps one for its life).
+    pub fn pin_channel(&self) -> PinnedChannel {
+        PinnedChannel(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Hands every record's message to the channel of `lane`, in order, and
-    /// returns without waiting for the broker: await [`Confirms::wait`] for that.
-    /// Once this returns, a later `send` on the same lane is published after.
+    /// Hands every record's message to `channel`, in order, and returns
+    /// without waiting for the broker: await [`Confirms::wait`] for that.
+    /// Once this returns, a later `send` on the same channel is published after.
     pub async fn send(
         &self,
-        lane: usize,
+        channel: PinnedChannel,
         records: &[Record],
         reservation: Reservation,
         deadline: Instant,
@@ -216,7 +217,7 @@ impl Publisher {
         let session = self.link.session()?;
         let Outgoing { body, messages } = Outgoing::pack(records, self.batch_records);
         let sending = async {
-            let channel = session.channel(lane).await?;
+            let channel = session.channel(channel.0).await?;
             // Kept for naming the key if the broker returns a message.
             let mut keys = Vec::with_capacity(messages.len());
             let publishes = messages.into_iter().map(|message| {
@@ -262,6 +263,10 @@ impl Publisher {
         self.link.close().await;
     }
 }
+
+/// One channel of the publisher's pool, by position (see [`Publisher::pin_channel`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PinnedChannel(usize);
 
 /// Room for some records under `--max-inflight`; released when dropped.
 pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);

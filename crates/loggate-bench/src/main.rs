@@ -55,21 +55,19 @@ fn main() -> ExitCode {
 }
 
 impl GatewayBin {
-    /// `--gateway-bin`, else the `loggate` installed next to this binary.
+    /// `--gateway-bin` (or `$LOGGATE_BIN`), else the `loggate` built next to
+    /// this binary, found the way the tests find it.
     fn resolve(&self) -> Result<std::path::PathBuf, Error> {
-        let bin = match &self.gateway_bin {
-            Some(bin) => bin.clone(),
-            None => {
-                let me = std::env::current_exe()
-                    .map_err(|e| Error::Gateway(format!("cannot find my own binary: {e}")))?;
-                me.with_file_name(format!("loggate{}", std::env::consts::EXE_SUFFIX))
-            }
-        };
+        let bin = self
+            .gateway_bin
+            .clone()
+            .unwrap_or_else(loggate_testkit::loggate_bin);
         if bin.is_file() {
             Ok(bin)
         } else {
             Err(Error::Gateway(format!(
-                "no loggate binary at {} (build it with `cargo build --release -p loggate`, or pass --gateway-bin)",
+                "no loggate binary at {}: build it with `cargo build --release -p loggate` \
+                 (`cargo test --workspace` builds a debug one), or pass --gateway-bin",
                 bin.display()
             )))
         }

@@ -1,4 +1,8 @@
 //! A small `loggate bench` run: checks the verification, not the speed.
+//!
+//! `loggate-bench` starts the `loggate` binary cargo built beside it
+//! (`target/debug/loggate`): `cargo test --workspace` builds it; after
+//! `cargo test -p loggate-bench` alone, a missing one is reported by name.
 
 use std::process::Command;
 

@@ -10,22 +10,36 @@ use std::{
 
 use tokio::process::{Child, Command};
 
+use crate::WAIT;
+
 /// How often the address file is looked for while a gateway starts.
 const POLL: Duration = Duration::from_millis(20);
 
 /// Why a gateway process did not start serving.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    /// There is no binary at that path: usually `loggate` was not built.
+    #[error(
+        "no loggate binary at {0}: build it with `cargo build -p loggate` \
+         (`cargo test --workspace` does), or name one with LOGGATE_BIN"
+    )]
+    Missing(String),
+    /// The binary is there but could not be started.
     #[error("cannot start {bin}: {source}")]
     Start {
+        /// The program, as the command names it.
         bin: String,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// It exited before writing its address.
     #[error("the gateway exited before it listened ({0})")]
     Exited(std::process::ExitStatus),
+    /// It wrote no address in time.
     #[error("the gateway did not listen within {0:?}")]
     Timeout(Duration),
+    /// The address file held something else.
     #[error("the address file held {0:?}, not an address")]
     BadAddress(String),
 }
@@ -53,10 +67,21 @@ pub async fn spawn_serving(
 ) -> Result<(Child, SocketAddr), SpawnError> {
     let file = address_file_path();
     command.arg("--address-file").arg(&file).kill_on_drop(true);
-    let bin = format!("{:?}", command.as_std().get_program());
-    let mut child = command
-        .spawn()
-        .map_err(|source| SpawnError::Start { bin, source })?;
+    let bin = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let mut child = command.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SpawnError::Missing(bin.clone())
+        } else {
+            SpawnError::Start {
+                bin: bin.clone(),
+                source,
+            }
+        }
+    })?;
     let deadline = Instant::now() + within;
     let address = loop {
         if let Ok(text) = std::fs::read_to_string(&file) {
@@ -75,6 +100,24 @@ pub async fn spawn_serving(
         tokio::time::sleep(POLL).await;
     };
     Ok((child, address))
+}
+
+/// Starts `loggate serve` (the binary of `loggate_bin`) as a process on a
+/// free loopback port with the given flags; returns it and its gRPC URL.
+/// Panics when it does not serve within `WAIT`.
+pub async fn serve_process(args: &[&str]) -> (Child, String) {
+    let mut command = Command::new(loggate_bin());
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let (child, address) = spawn_serving(command, WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("loggate serve did not start: {error}"));
+    (child, format!("http://{address}"))
 }
 
 /// A path no other gateway of this or another run writes.

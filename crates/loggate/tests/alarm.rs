@@ -2,12 +2,12 @@
 //! blocks every publisher on the broker, and cargo runs test binaries one
 //! after another, so nothing else is publishing meanwhile.
 
-use loggate_testkit as common;
-
 use std::time::Duration;
 
-use common::{eventually_async, rabbitmqctl, record, Gateway, NOT_SERVING, SERVING};
 use loggate::proto::v1 as pb;
+use loggate_testkit::{
+    eventually_async, rabbitmqctl, record, Gateway, Rabbitmqctl, NOT_SERVING, SERVING,
+};
 use tonic::Code;
 
 /// Raises a memory alarm (high watermark 0) and restores the previous
@@ -33,9 +33,9 @@ impl MemoryAlarm {
 
 impl Drop for MemoryAlarm {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["set_vm_memory_high_watermark", &self.previous])
-            .output();
+        // No panic here: this runs while a failing test unwinds too.
+        let _ =
+            Rabbitmqctl::default().run_blocking(&["set_vm_memory_high_watermark", &self.previous]);
     }
 }
 

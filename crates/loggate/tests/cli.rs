@@ -1,12 +1,10 @@
 //! The `loggate` binary as a person uses it: log, tail, serve.
 
-use loggate_testkit as common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{record, Gateway, Probe, AMQP_URL, WAIT};
 use loggate::proto::v1 as pb;
+use loggate_testkit::{fresh_names, record, serve_process, Gateway, Probe, AMQP_URL, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio_stream::StreamExt;
@@ -296,10 +294,10 @@ async fn serve_exits_non_zero_naming_the_broker_when_it_never_answers() {
 
 #[tokio::test]
 async fn serve_exits_zero_on_sigterm() {
-    let (exchange, history, _names) = common::fresh_names();
+    let (exchange, history, _names) = fresh_names();
     // The log is plain text when stderr is not a terminal; the helper reads
     // the bound address from its "serving" line.
-    let (mut child, url) = serve_process(&exchange, &history).await;
+    let (mut child, url) = serve_on(&exchange, &history).await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     let pid = child.id().expect("running").to_string();
@@ -452,8 +450,8 @@ async fn tail_history_only_prints_the_history_and_exits() {
 }
 
 /// Starts `loggate serve` on the given names; returns the process and its URL.
-async fn serve_process(exchange: &str, history: &str) -> (Child, String) {
-    common::serve_process(&[
+async fn serve_on(exchange: &str, history: &str) -> (Child, String) {
+    serve_process(&[
         "--amqp-url",
         AMQP_URL,
         "--exchange",
@@ -466,8 +464,8 @@ async fn serve_process(exchange: &str, history: &str) -> (Child, String) {
 
 #[tokio::test]
 async fn a_tail_resumes_on_another_gateway_after_the_first_is_killed() {
-    let (exchange, history, _names) = common::fresh_names();
-    let (mut first, url) = serve_process(&exchange, &history).await;
+    let (exchange, history, _names) = fresh_names();
+    let (mut first, url) = serve_on(&exchange, &history).await;
     let mut client = pb::log_gateway_client::LogGatewayClient::connect(url.clone())
         .await
         .expect("connect");
@@ -500,7 +498,7 @@ async fn a_tail_resumes_on_another_gateway_after_the_first_is_killed() {
     assert_eq!(seen, ["n0", "n1", "n2"]);
 
     first.kill().await.expect("kill -9");
-    let (_second, url) = serve_process(&exchange, &history).await;
+    let (_second, url) = serve_on(&exchange, &history).await;
     let out = output(&[
         "tail", "--server", &url, "--resume", &token, "--limit", "3", "--output", "json",
     ])

@@ -6,18 +6,20 @@
 //!
 //! One test, in a binary of its own: it owns the cluster from start to stop.
 
-use loggate_testkit as common;
-
 use std::{
     collections::HashSet,
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{rabbitmqctl, record, Gateway, SERVING};
 use loggate::proto::v1 as pb;
+use loggate_testkit::{history, record, Gateway, Rabbitmqctl, SERVING};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster");
+/// The script is the workspace's, two levels above this crate.
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/rabbitmq-cluster"
+);
 /// What the gateway may take to serve again after its node died (the target).
 const FAILOVER_TARGET: Duration = Duration::from_secs(5);
 
@@ -58,11 +60,8 @@ impl Drop for Cluster {
 }
 
 /// `rabbitmqctl` against node `loggate<n>` of the cluster.
-fn on_node(n: u32, args: &[&str]) -> String {
-    let node = format!("loggate{n}@{}", hostname());
-    let mut all = vec!["-n", node.as_str()];
-    all.extend_from_slice(args);
-    rabbitmqctl(&all)
+fn on_node(n: u32) -> Rabbitmqctl {
+    Rabbitmqctl::on(&format!("loggate{n}@{}", hostname()))
 }
 
 fn hostname() -> String {
@@ -74,17 +73,20 @@ fn hostname() -> String {
 }
 
 /// Which node (1, 2 or 3) holds the connection whose client-given name
-/// (in its client properties) contains `needle`;
-/// a connection's pid, `<loggateN@host.1.2.3>`, names its node.
-fn node_of_connection(ask: u32, needle: &str) -> Option<u32> {
-    on_node(ask, &["-q", "list_connections", "pid", "client_properties"])
-        .lines()
-        .filter(|line| line.contains(needle))
-        .find_map(|line| {
-            let pid = line.split('\t').next()?;
-            let after = pid.split("<loggate").nth(1)?;
-            after.split('@').next()?.parse().ok()
-        })
+/// contains `needle`, asking node `ask`.
+async fn node_of_connection(ask: u32, needle: &str) -> Option<u32> {
+    let connections = on_node(ask)
+        .connections(needle)
+        .await
+        .expect("rabbitmqctl lists the connections");
+    connections.iter().find_map(|connection| {
+        let node = connection.node()?;
+        node.strip_prefix("loggate")?
+            .split('@')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 async fn log_one(
@@ -117,7 +119,9 @@ async fn the_gateway_fails_over_when_its_node_is_killed_and_loses_nothing() {
 
     // The history stream has a replica on every node (--history-replicas
     // defaults to 3, and the cluster has 3).
-    let members = on_node(1, &["-q", "list_queues", "name", "members"]);
+    let members = on_node(1)
+        .run_blocking(&["list_queues", "name", "members"])
+        .expect("rabbitmqctl lists the queues");
     let line = members
         .lines()
         .find(|line| line.starts_with(&gateway.history_queue))
@@ -127,7 +131,9 @@ async fn the_gateway_fails_over_when_its_node_is_killed_and_loses_nothing() {
     }
 
     let publishing = format!("{} publish", gateway.instance);
-    let victim = node_of_connection(1, &publishing).expect("the publish connection is on a node");
+    let victim = node_of_connection(1, &publishing)
+        .await
+        .expect("the publish connection is on a node");
     cluster.kill_node(victim);
     let killed_at = Instant::now();
 
@@ -161,7 +167,9 @@ async fn the_gateway_fails_over_when_its_node_is_killed_and_loses_nothing() {
         "publishing resumed {recovered:?} after the node died"
     );
     let survivor = (1..=3).find(|&n| n != victim).expect("another node");
-    let now_on = node_of_connection(survivor, &publishing).expect("reconnected");
+    let now_on = node_of_connection(survivor, &publishing)
+        .await
+        .expect("reconnected");
     assert_ne!(now_on, victim);
 
     for i in 0..50 {
@@ -173,7 +181,7 @@ async fn the_gateway_fails_over_when_its_node_is_killed_and_loses_nothing() {
 
     // Every acknowledged record is in the history, read through the
     // gateway's own (also failed-over) tail connection.
-    let found: HashSet<String> = common::history(&mut client)
+    let found: HashSet<String> = history(&mut client)
         .await
         .into_iter()
         .map(|r| r.id)

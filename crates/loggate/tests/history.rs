@@ -1,12 +1,10 @@
 //! Tail from the past: start positions, limits and resume tokens.
 
-use loggate_testkit as common;
-
 use std::time::Duration;
 
-use common::{next_record, record, Gateway, WAIT};
 use loggate::proto::v1::{self as pb, tail_request::Start};
 use loggate::record::ResumeToken;
+use loggate_testkit::{next_record, record, Gateway, WAIT};
 use tokio_stream::StreamExt;
 use tonic::{Code, Streaming};
 

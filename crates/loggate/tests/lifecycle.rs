@@ -1,15 +1,13 @@
 //! The gateway's life: start-up without a broker, losing and regaining the
 //! broker, health, reflection, and graceful shutdown.
 
-use loggate_testkit as common;
-
 use std::time::Duration;
 
 use clap::Parser as _;
-use common::{
+use loggate::{config::ServeConfig, proto::v1 as pb};
+use loggate_testkit::{
     close_connections, eventually_async, record, Gateway, Probe, Vhost, NOT_SERVING, SERVING, WAIT,
 };
-use loggate::{config::ServeConfig, proto::v1 as pb};
 use tokio_stream::StreamExt;
 use tonic::Code;
 

@@ -1,10 +1,8 @@
 //! Log and LogBatch against a real RabbitMQ, checked with an independent consumer.
 
-use loggate_testkit as common;
-
-use common::{record, Gateway, Probe};
 use lapin::types::{AMQPValue, LongString};
 use loggate::proto::v1 as pb;
+use loggate_testkit::{record, Gateway, Probe, AMQP_URL};
 use tonic::{Code, Request};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -351,7 +349,7 @@ async fn a_batch_over_max_batch_is_refused() {
 async fn an_unroutable_record_is_failed_precondition() {
     let gateway = Gateway::start(&[]).await;
     // Remove the only binding: the exchange now routes nowhere.
-    let connection = lapin::Connection::connect(common::AMQP_URL, Default::default())
+    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");

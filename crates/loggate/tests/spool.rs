@@ -4,8 +4,6 @@
 //! gateway was killed with SIGKILL. Each test locks the gateway out of a
 //! vhost of its own, so no other test's broker access is touched.
 
-use loggate_testkit as common;
-
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -13,11 +11,11 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    close_connections, eventually_async, fresh_names, record, Gateway, Vhost, NOT_SERVING, SERVING,
-    WAIT,
-};
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
+use loggate_testkit::{
+    close_connections, eventually_async, fresh_names, history, record, serve_process, unique,
+    Gateway, Vhost, NOT_SERVING, SERVING, WAIT,
+};
 use tokio_stream::StreamExt;
 use tonic::{transport::Channel, Code};
 
@@ -26,7 +24,7 @@ struct SpoolDir(PathBuf);
 
 impl SpoolDir {
     fn new() -> SpoolDir {
-        let dir = std::env::temp_dir().join(common::unique("spool"));
+        let dir = std::env::temp_dir().join(unique("spool"));
         SpoolDir(dir)
     }
 
@@ -63,11 +61,7 @@ async fn history_with_all_of(
 ) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let ids: Vec<String> = common::history(client)
-            .await
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let ids: Vec<String> = history(client).await.into_iter().map(|r| r.id).collect();
         let present: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         let missing = wanted
             .iter()
@@ -315,7 +309,7 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
         "--broker-wait",
         "200ms",
     ];
-    let (mut first, grpc) = common::serve_process(&args).await;
+    let (mut first, grpc) = serve_process(&args).await;
 
     // Four clients send batches as fast as they are answered, until the
     // gateway dies under them; only OK answers count as acknowledged.

@@ -1,11 +1,9 @@
 //! LogStream (pipelined ingest) and packed publishing (--amqp-batch-records).
 
-use loggate_testkit as common;
-
 use std::collections::HashSet;
 
-use common::{next_record, record, Gateway, Probe, WAIT};
 use loggate::proto::v1 as pb;
+use loggate_testkit::{next_record, record, Gateway, Probe, WAIT};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Code, Streaming};

@@ -1,14 +1,12 @@
 //! Tail against a real RabbitMQ: filtering, order, robustness, clean endings.
 
-use loggate_testkit as common;
-
 use std::time::Duration;
 
-use common::{
-    close_connections, connections_named, consumers_of_connection, eventually, next_record, record,
-    Gateway, WAIT,
-};
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
+use loggate_testkit::{
+    close_connections, connections_named, consumers_of_connection, eventually, next_record, record,
+    Gateway, AMQP_URL, WAIT,
+};
 use tonic::{transport::Channel, Streaming};
 
 #[tokio::test]
@@ -131,7 +129,7 @@ async fn tail_skips_messages_that_are_not_loggate_records() {
         .into_inner();
 
     // Someone else publishes garbage straight to the exchange.
-    let connection = lapin::Connection::connect(common::AMQP_URL, Default::default())
+    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");

@@ -1,10 +1,8 @@
-//! The faults themselves, and the `rabbitmqctl` they are made with.
+//! The faults themselves, made with the testkit's `rabbitmqctl`.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
+use loggate_testkit::Rabbitmqctl;
 use tokio::process::Command;
 
 use super::observe::Watch;
@@ -25,11 +23,15 @@ pub(super) struct Run<'a> {
     pub bin: &'a std::path::Path,
 }
 
+/// Longest a broker stopped with `stop_app` may take to run again.
+const BACK_WITHIN: Duration = Duration::from_secs(60);
+
 /// Injects the fault; returns the gateway now serving (a new one after
-/// kill-gateway) and when the broker was back.
+/// kill-gateway) and when the broker was back. After kill-node,
+/// `rabbitmqctl` talks to a surviving node.
 pub(super) async fn inject(
     run: &Run<'_>,
-    rabbitmqctl: &Rabbitmqctl,
+    rabbitmqctl: &mut Rabbitmqctl,
     gateway: SpawnedGateway,
     watch: &Watch,
 ) -> Result<(SpawnedGateway, Instant), Error> {
@@ -50,7 +52,7 @@ pub(super) async fn inject(
             rabbitmqctl.run(&["start_app"]).await?;
             // start_app returns once the broker runs: that is "back".
             let back = Instant::now();
-            rabbitmqctl.wait_running().await?;
+            rabbitmqctl.wait_running(BACK_WITHIN).await?;
             at("rabbitmqctl start_app: RabbitMQ is back");
             return Ok((gateway, back));
         }
@@ -67,8 +69,8 @@ pub(super) async fn inject(
             let node = rabbitmqctl
                 .node_of_connection(&format!("bench-{tag} publish"))
                 .await?;
-            let pid = rabbitmqctl.os_pid(&node).await?;
-            rabbitmqctl.avoid(&node).await?;
+            let pid = Rabbitmqctl::on(&node).os_pid().await?;
+            *rabbitmqctl = rabbitmqctl.survivor_of(&node).await?;
             at(&format!(
                 "kill -9 {pid} (node {node}, where the gateway publishes)"
             ));
@@ -113,9 +115,7 @@ pub(super) async fn inject(
         }
         Fault::KillGateway => {
             at("the gateway is locked out of RabbitMQ: it spools");
-            rabbitmqctl
-                .run(&["clear_permissions", "-p", vhost, "guest"])
-                .await?;
+            rabbitmqctl.revoke(vhost).await?;
             rabbitmqctl
                 .run(&["close_all_connections", "-p", vhost, "loggate chaos"])
                 .await?;
@@ -143,122 +143,5 @@ pub(super) fn fault_name(fault: Fault) -> &'static str {
         Fault::KillNode => "kill-node",
         Fault::Alarm => "alarm",
         Fault::KillGateway => "kill-gateway",
-    }
-}
-
-/// `rabbitmqctl`, on the chosen node (moved to a survivor after kill-node).
-pub(super) struct Rabbitmqctl {
-    pub node: Mutex<Option<String>>,
-}
-
-impl Rabbitmqctl {
-    fn node(&self) -> Option<String> {
-        self.node
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    pub async fn run(&self, args: &[&str]) -> Result<String, Error> {
-        self.run_on(self.node().as_deref(), args).await
-    }
-
-    /// From now on, talk to a running node other than `victim`.
-    async fn avoid(&self, victim: &str) -> Result<(), Error> {
-        let running = self.run(&["eval", "rabbit_nodes:all_running()."]).await?;
-        let survivor = running
-            .trim()
-            .trim_matches(|c| c == '[' || c == ']')
-            .split(',')
-            .map(|node| node.trim().trim_matches('\''))
-            .find(|node| !node.is_empty() && *node != victim)
-            .ok_or_else(|| Error::Gateway(format!("no running node besides {victim}")))?
-            .to_owned();
-        *self
-            .node
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(survivor);
-        Ok(())
-    }
-
-    async fn run_on(&self, node: Option<&str>, args: &[&str]) -> Result<String, Error> {
-        let mut command = Command::new("rabbitmqctl");
-        if let Some(node) = node {
-            command.args(["-n", node]);
-        }
-        let output = tokio::time::timeout(
-            Duration::from_secs(60),
-            command.args(["-q"]).args(args).output(),
-        )
-        .await
-        .map_err(|_| Error::Gateway(format!("rabbitmqctl {} took over 60 s", args.join(" "))))?
-        .map_err(|e| Error::Gateway(format!("cannot run rabbitmqctl: {e}")))?;
-        if !output.status.success() {
-            return Err(Error::Gateway(format!(
-                "rabbitmqctl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    pub async fn grant(&self, vhost: &str) -> Result<(), Error> {
-        self.run(&["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"])
-            .await
-            .map(drop)
-    }
-
-    async fn wait_running(&self) -> Result<(), Error> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut command = Command::new("rabbitmq-diagnostics");
-            if let Some(node) = self.node() {
-                command.args(["-n", node.as_str()]);
-            }
-            let ok = command
-                .args(["-q", "check_running"])
-                .output()
-                .await
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Gateway(
-                    "RabbitMQ did not come back within 60 s".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The node a connection (found by a part of its name) is on; its pid,
-    /// `<node.1.2.3>`, names it.
-    async fn node_of_connection(&self, needle: &str) -> Result<String, Error> {
-        // The client-given name is in the client properties (`name` is the address).
-        let table = self
-            .run(&["list_connections", "pid", "client_properties"])
-            .await?;
-        table
-            .lines()
-            .filter(|line| line.contains(needle))
-            .find_map(|line| {
-                let pid = line.split('\t').next()?.trim().trim_start_matches('<');
-                let mut parts = pid.rsplitn(4, '.');
-                let _ = (parts.next(), parts.next(), parts.next());
-                parts.next().map(str::to_owned)
-            })
-            .ok_or_else(|| Error::Gateway(format!("no connection named {needle:?} on the cluster")))
-    }
-
-    /// The OS process id of `node`'s Erlang VM.
-    async fn os_pid(&self, node: &str) -> Result<String, Error> {
-        let out = self.run_on(Some(node), &["eval", "os:getpid()."]).await?;
-        let pid = out.trim().trim_matches('"').to_owned();
-        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::Gateway(format!("unexpected pid {out:?} for {node}")));
-        }
-        Ok(pid)
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
 
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
+use loggate_testkit::record;
 
 use crate::config::ChaosArgs;
 
@@ -60,8 +61,13 @@ impl Load {
                         () = stop.cancelled() => return sent,
                     }
                     call += 1;
+                    // Service `chaos` is what the follower tails.
                     let records = (0..batch)
-                        .map(|i| record(&format!("c{client_no}.{call}.{i}")))
+                        .map(|i| pb::LogRecord {
+                            level: pb::Level::Info as i32,
+                            node: "loggate-chaos".into(),
+                            ..record("chaos", &format!("c{client_no}.{call}.{i}"))
+                        })
                         .collect();
                     match client.log_batch(pb::LogBatchRequest { records }).await {
                         Ok(response) => {
@@ -116,15 +122,5 @@ impl Load {
         }
         all.elapsed = self.started.elapsed();
         all
-    }
-}
-
-fn record(message: &str) -> pb::LogRecord {
-    pb::LogRecord {
-        service: "chaos".into(),
-        level: pb::Level::Info as i32,
-        message: message.into(),
-        node: "loggate-chaos".into(),
-        ..Default::default()
     }
 }

@@ -14,10 +14,10 @@ mod observe;
 
 use std::{
     process::ExitCode,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
+use loggate_testkit::Rabbitmqctl;
 use time::OffsetDateTime;
 
 use crate::bench::{
@@ -27,7 +27,7 @@ use crate::bench::{
 use crate::config::{ChaosArgs, Fault};
 use crate::error::Error;
 use crate::process::SpawnedGateway;
-use fault::{fault_name, inject, Rabbitmqctl, Run};
+use fault::{fault_name, inject, Run};
 use load::Load;
 use observe::{Follower, Watch, SAMPLE_EVERY};
 
@@ -40,12 +40,11 @@ pub async fn run(args: ChaosArgs) -> Result<ExitCode, Error> {
         std::process::id(),
         OffsetDateTime::now_utc().unix_timestamp_nanos() % 0xffff_ffff
     );
-    let rabbitmqctl = Rabbitmqctl {
-        node: Mutex::new(args.node.clone()),
-    };
+    // kill-node moves it to a surviving node, which deletes the vhost.
+    let mut rabbitmqctl = Rabbitmqctl::new(args.node.clone());
     let vhost = format!("loggate-{tag}");
     rabbitmqctl.run(&["add_vhost", &vhost]).await?;
-    let outcome = run_in(&args, &tag, &vhost, &rabbitmqctl).await;
+    let outcome = run_in(&args, &tag, &vhost, &mut rabbitmqctl).await;
     if let Err(error) = rabbitmqctl.run(&["delete_vhost", &vhost]).await {
         eprintln!("loggate chaos: could not delete vhost {vhost}: {error}");
     }
@@ -56,7 +55,7 @@ async fn run_in(
     args: &ChaosArgs,
     tag: &str,
     vhost: &str,
-    rabbitmqctl: &Rabbitmqctl,
+    rabbitmqctl: &mut Rabbitmqctl,
 ) -> Result<ExitCode, Error> {
     let bin = args.gateway.resolve()?;
     rabbitmqctl.grant(vhost).await?;
@@ -247,12 +246,6 @@ async fn read_back(
         }
     }
     Err(last.unwrap_or_else(|| Error::Gateway("no --amqp-url".into())))
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

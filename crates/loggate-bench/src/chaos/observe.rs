@@ -3,14 +3,20 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
-use super::lock;
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 
 use crate::error::Error;
@@ -19,44 +25,56 @@ use crate::process::ProcStat;
 /// How often the gateway's health and memory are sampled.
 pub(super) const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
-/// Samples the gateway's health and memory in the background.
+/// Samples the gateway's health and memory in the background. The sampler
+/// owns what it learns and publishes it (a watch channel, atomics), so
+/// nothing is shared behind a lock.
 pub(super) struct Watch {
-    inner: Arc<Mutex<Watched>>,
-    task: tokio::task::JoinHandle<()>,
+    /// The gateway process to sample: a new one after kill-gateway.
+    pid: Arc<AtomicU32>,
+    /// Highest VmHWM seen, over every gateway process of the run.
+    peak_rss: Arc<AtomicU64>,
+    health: watch::Receiver<Health>,
+    task: JoinHandle<()>,
 }
 
-#[derive(Default)]
-struct Watched {
-    pid: u32,
-    /// Highest VmHWM seen, over every gateway process of the run.
-    peak_rss: u64,
-    /// Each time the gateway was seen SERVING after not being so.
-    serving_since: Vec<Instant>,
+/// The gateway's health as last sampled.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
     serving: bool,
+    /// The last time it was seen SERVING after not being so.
+    serving_since: Option<Instant>,
 }
 
 impl Watch {
     pub fn start(url: &str, pid: u32) -> Watch {
-        let inner = Arc::new(Mutex::new(Watched {
-            pid,
-            ..Watched::default()
-        }));
+        let pid = Arc::new(AtomicU32::new(pid));
+        let peak_rss = Arc::new(AtomicU64::new(0));
+        let (publish, health) = watch::channel(Health::default());
         let channel = Endpoint::from_shared(url.to_owned())
             .expect("the gateway's URL is valid")
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(1))
             .connect_lazy();
-        let task = tokio::spawn(sample(Arc::clone(&inner), channel));
-        Watch { inner, task }
+        let task = tokio::spawn(sample(
+            Arc::clone(&pid),
+            Arc::clone(&peak_rss),
+            publish,
+            channel,
+        ));
+        Watch {
+            pid,
+            peak_rss,
+            health,
+            task,
+        }
     }
 
     pub fn follow(&self, pid: u32) {
-        lock(&self.inner).pid = pid;
+        self.pid.store(pid, Ordering::Relaxed);
     }
 
     pub fn note_rss(&self, bytes: u64) {
-        let mut watched = lock(&self.inner);
-        watched.peak_rss = watched.peak_rss.max(bytes);
+        self.peak_rss.fetch_max(bytes, Ordering::Relaxed);
     }
 
     /// The first moment at or after `since` when the gateway was SERVING,
@@ -64,15 +82,12 @@ impl Watch {
     pub async fn serving_after(&self, since: Instant, wait: Duration) -> Option<Instant> {
         let deadline = Instant::now() + wait;
         loop {
-            {
-                let watched = lock(&self.inner);
-                if let Some(at) = watched.serving_since.iter().rev().find(|&&at| at >= since) {
-                    return Some(*at);
-                }
+            let health = *self.health.borrow();
+            match health.serving_since {
+                Some(at) if at >= since => return Some(at),
                 // Serving throughout: it never noticed the fault.
-                if watched.serving && watched.serving_since.last().is_some_and(|&at| at < since) {
-                    return Some(since);
-                }
+                Some(_) if health.serving => return Some(since),
+                _ => {}
             }
             if Instant::now() > deadline {
                 return None;
@@ -84,11 +99,16 @@ impl Watch {
     /// Stops sampling; returns the peak RSS.
     pub fn stop(self) -> u64 {
         self.task.abort();
-        lock(&self.inner).peak_rss
+        self.peak_rss.load(Ordering::Relaxed)
     }
 }
 
-async fn sample(inner: Arc<Mutex<Watched>>, channel: Channel) {
+async fn sample(
+    pid: Arc<AtomicU32>,
+    peak_rss: Arc<AtomicU64>,
+    publish: watch::Sender<Health>,
+    channel: Channel,
+) {
     let mut health = HealthClient::new(channel);
     loop {
         let status = health
@@ -99,25 +119,24 @@ async fn sample(inner: Arc<Mutex<Watched>>, channel: Channel) {
             .map(|r| r.into_inner().status);
         let now = Instant::now();
         let serving = status.is_ok_and(|s| s == ServingStatus::Serving as i32);
-        {
-            let mut watched = lock(&inner);
-            if serving && !watched.serving {
-                watched.serving_since.push(now);
+        publish.send_modify(|health| {
+            if serving && !health.serving {
+                health.serving_since = Some(now);
             }
-            watched.serving = serving;
-            if let Some(stat) = ProcStat::read(watched.pid) {
-                watched.peak_rss = watched.peak_rss.max(stat.peak_rss_bytes);
-            }
+            health.serving = serving;
+        });
+        if let Some(stat) = ProcStat::read(pid.load(Ordering::Relaxed)) {
+            peak_rss.fetch_max(stat.peak_rss_bytes, Ordering::Relaxed);
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
 }
 
-/// A live Tail of the run's records, collecting their ids.
+/// A live Tail of the run's records. Its task sends each record's id
+/// over a channel and returns how the tail ended, so nothing is shared.
 pub(super) struct Follower {
-    seen: Arc<Mutex<HashSet<String>>>,
-    ended: Arc<Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<()>,
+    ids: mpsc::UnboundedReceiver<String>,
+    task: JoinHandle<String>,
 }
 
 /// What the follower saw of the acknowledged records.
@@ -142,49 +161,54 @@ impl Follower {
             .await
             .map_err(|status| Error::Gateway(format!("Tail: {}", status.message())))?
             .into_inner();
-        let seen = Arc::new(Mutex::new(HashSet::new()));
-        let ended = Arc::new(Mutex::new(None));
-        let task = {
-            let (seen, ended) = (Arc::clone(&seen), Arc::clone(&ended));
-            tokio::spawn(async move {
-                loop {
-                    match stream.message().await {
-                        Ok(Some(response)) => {
-                            if let Some(pb::tail_response::Event::Record(record)) = response.event {
-                                lock(&seen).insert(record.id);
+        // Unbounded: the follower must never slow the tail it measures.
+        let (send, ids) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(response)) => {
+                        if let Some(pb::tail_response::Event::Record(record)) = response.event {
+                            // Nobody is counting any more: `finish` is done.
+                            if send.send(record.id).is_err() {
+                                return "the follower stopped".to_owned();
                             }
                         }
-                        Ok(None) => {
-                            *lock(&ended) = Some("the stream ended".to_owned());
-                            return;
-                        }
-                        Err(status) => {
-                            *lock(&ended) =
-                                Some(format!("{:?}: {}", status.code(), status.message()));
-                            return;
-                        }
                     }
+                    Ok(None) => return "the stream ended".to_owned(),
+                    Err(status) => return format!("{:?}: {}", status.code(), status.message()),
                 }
-            })
-        };
-        Ok(Follower { seen, ended, task })
+            }
+        });
+        Ok(Follower { ids, task })
     }
 
     /// Waits (a bounded while) until the tail has seen every acked record or
     /// has ended, then stops it.
-    pub async fn finish(self, acked: &[String]) -> Followed {
-        let missing = || {
-            let seen = lock(&self.seen);
-            acked.iter().filter(|id| !seen.contains(*id)).count() as u64
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while missing() > 0 && lock(&self.ended).is_none() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    pub async fn finish(mut self, acked: &[String]) -> Followed {
+        let mut unseen: HashSet<&str> = acked.iter().map(String::as_str).collect();
+        let mut seen = HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !unseen.is_empty() {
+            // `None`: the tail ended, and every id it saw has been read.
+            let Ok(Some(id)) = tokio::time::timeout_at(deadline, self.ids.recv()).await else {
+                break;
+            };
+            unseen.remove(id.as_str());
+            seen.insert(id);
         }
-        self.task.abort();
+        let ended = if self.task.is_finished() {
+            self.task.await.ok()
+        } else {
+            self.task.abort();
+            None
+        };
+        // Ids that arrived but were not read before the deadline were seen too.
+        while let Ok(id) = self.ids.try_recv() {
+            seen.insert(id);
+        }
         Followed {
-            missing: missing(),
-            ended: lock(&self.ended).clone(),
+            missing: acked.iter().filter(|id| !seen.contains(*id)).count() as u64,
+            ended,
         }
     }
 }

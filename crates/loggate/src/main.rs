@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         .init();
 
     let threads = match &cli.command {
-        Command::Serve(config) => config.threads,
+        Command::Serve(config) => config.server.threads,
         _ => 0,
     };
     let runtime = match build_runtime(threads) {
@@ -68,10 +68,10 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(config) => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            if let Some(path) = &config.address_file {
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            if let Some(path) = &config.server.address_file {
                 let address = listener.local_addr().context("reading the bound address")?;
                 write_address_file(path, address)
                     .with_context(|| format!("--address-file {}", path.display()))?;

@@ -1,34 +1,32 @@
-//! Assembles the gateway: broker connections, the gRPC services, health,
-//! reflection, and an orderly shutdown.
+//! Assembles the gateway, in four steps that `run` names: connect (spool
+//! and broker connections), build the services (LogGateway, health,
+//! reflection), serve, shut down in order.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::{
+    service::Routes,
+    transport::{server::TcpIncoming, Server},
+};
 use tonic_health::{server::HealthReporter, ServingStatus};
 use tracing::{info, warn};
 
 use crate::api::{Gateway, GatewaySettings};
-use crate::broker::{
-    self, Brokers, Publisher, PublisherSettings, Retention, StreamSource, Topology,
-};
+use crate::broker::{self, Brokers, FirstConnect, Publisher, StreamSource};
 use crate::config::ServeConfig;
 use crate::ingest::Ingest;
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
-use crate::record::Limits;
-use crate::spool::{self, Spool, SpoolSettings};
+use crate::spool::{self, Spool};
 
 /// The gRPC service name that health reports on, besides the overall "".
 const SERVICE_NAME: &str = "loggate.v1.LogGateway";
 /// Idle time before TCP keepalive probes a client connection.
-const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
-/// HTTP/2 flow-control windows (see `run`).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// HTTP/2 flow-control windows (see `serve`).
 const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
-/// Largest spool segment file (a quarter of `--spool-max-bytes` when that is
-/// smaller, so drained space is given back promptly).
-const SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest gRPC request accepted: a full batch of large records fits.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -54,67 +52,117 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let endpoint = Brokers::parse(&config.broker.amqp_url).map_err(Error::AmqpUrl)?;
-    let instance = config.instance_name();
-    let topology = Topology {
-        exchange: config.exchange.clone(),
-        history_queue: config.history_queue.clone(),
-        retention: Retention {
-            max_age: config.history_max_age.clone(),
-            max_bytes: config.history_max_bytes,
-            segment_bytes: config.history_segment_bytes,
-        },
-        replicas: config.history_replicas,
+    let instance = config.server.instance_name();
+    let backends = connect(&config, &instance).await?;
+    let stop = CancellationToken::new();
+    let (routes, health) = build_services(&config, &backends, instance.clone(), stop.clone())?;
+    let reporting = tokio::spawn(report_health(
+        health,
+        backends.publisher.connected(),
+        backends.source.connected(),
+        stop.clone(),
+    ));
+    // Last of the set-up steps that can fail, so no drainer outlives a
+    // failed start.
+    if let Some(spool) = &backends.spool {
+        spool.start_draining(Arc::clone(&backends.publisher));
+    }
+    let address = listener.local_addr().ok();
+    info!(address = %address.map_or_else(|| "?".to_owned(), |a: SocketAddr| a.to_string()), %instance, broker = %backends.brokers, exchange = %config.rabbitmq.exchange, history = %config.history.history_queue, "serving");
+    let served = serve(
+        listener,
+        routes,
+        shutdown,
+        config.server.shutdown_grace,
+        &stop,
+    )
+    .await;
+    stop.cancel();
+    let _ = reporting.await;
+    shut_down(backends).await;
+    info!("stopped");
+    Ok(served?)
+}
+
+/// What the gateway stands on: the spool, if configured, and the two broker
+/// connections.
+struct Backends {
+    brokers: Brokers,
+    spool: Option<Arc<Spool>>,
+    publisher: Arc<Publisher>,
+    source: Arc<StreamSource>,
+}
+
+/// Step 1: opens the spool and connects to RabbitMQ, declaring the topology.
+async fn connect(config: &ServeConfig, instance: &str) -> Result<Backends, Error> {
+    let brokers = Brokers::parse(&config.rabbitmq.broker.amqp_url).map_err(Error::AmqpUrl)?;
+    let spool = match config.spool.settings() {
+        Some(settings) => {
+            let dir = settings.dir.display().to_string();
+            Some(Arc::new(
+                Spool::open(settings).map_err(|error| Error::Spool(dir, error))?,
+            ))
+        }
+        None => None,
     };
     // With a spool the gateway is useful without a broker, so it starts anyway.
-    let spool = config
-        .spool_dir
-        .as_ref()
-        .map(|dir| {
-            Spool::open(SpoolSettings {
-                dir: dir.clone(),
-                max_bytes: config.spool_max_bytes,
-                segment_bytes: (config.spool_max_bytes / 4).clamp(64 << 10, SPOOL_SEGMENT_BYTES),
-            })
-            .map(Arc::new)
-            .map_err(|error| Error::Spool(dir.display().to_string(), error))
-        })
-        .transpose()?;
-    let broker_required = spool.is_none();
+    let first = FirstConnect {
+        wait: config.rabbitmq.broker_wait,
+        required: spool.is_none(),
+    };
     // Publishing and consuming use separate connections: a blocked publisher
     // connection must not stop tails.
     let (publisher, source) = tokio::try_join!(
         Publisher::connect(
-            endpoint.clone(),
+            brokers.clone(),
             format!("loggate {instance} publish"),
-            (config.broker_wait, broker_required),
-            topology,
-            PublisherSettings {
-                channels: usize::from(config.publish_channels),
-                timeout: config.publish_timeout,
-                batch_records: config.amqp_batch_records as usize,
-                max_inflight: config.max_inflight as usize,
-            },
+            first,
+            config.topology(),
+            config.rabbitmq.publisher_settings(),
         ),
         StreamSource::connect(
-            endpoint.clone(),
+            brokers.clone(),
             format!("loggate {instance} tail"),
-            (config.broker_wait, broker_required),
-            &config.history_queue,
-            config.tail_prefetch,
+            first,
+            &config.history.history_queue,
+            config.tails.tail_prefetch,
         ),
     )?;
-    let (publisher, source) = (Arc::new(publisher), Arc::new(source));
-    let ingest = Arc::new(Ingest::new(Arc::clone(&publisher), spool.clone()));
+    Ok(Backends {
+        brokers,
+        spool,
+        publisher: Arc::new(publisher),
+        source: Arc::new(source),
+    })
+}
 
-    let stop = CancellationToken::new();
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = tokio::spawn(report_health(
-        reporter.clone(),
-        publisher.connected(),
-        source.connected(),
-        stop.clone(),
+/// Step 2: the gRPC services, and the health reporter that `report_health`
+/// keeps current.
+///
+/// Request-level layers belong here: an interceptor in front of the
+/// LogGateway service (authentication, issue 10) wraps `gateway` before it
+/// is added. Health and reflection stay open.
+fn build_services(
+    config: &ServeConfig,
+    backends: &Backends,
+    instance: String,
+    stop: CancellationToken,
+) -> Result<(Routes, HealthReporter), Error> {
+    let ingest = Arc::new(Ingest::new(
+        Arc::clone(&backends.publisher),
+        backends.spool.clone(),
     ));
+    let gateway = Gateway::new(
+        ingest,
+        Arc::clone(&backends.source),
+        GatewaySettings {
+            instance,
+            calls: config.limits.settings(),
+            tails: config.tails.settings(),
+        },
+        stop,
+    );
+    let gateway = LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
 
     // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Each version's
     // listing names every service served: ours, health, and both reflections
@@ -129,37 +177,27 @@ pub async fn run(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let routes = Routes::new(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(gateway);
+    Ok((routes, reporter))
+}
 
-    let gateway = Gateway::new(
-        ingest,
-        Arc::clone(&source),
-        GatewaySettings {
-            instance: instance.clone(),
-            limits: Limits {
-                max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
-            },
-            max_batch: config.max_batch as usize,
-            tail_buffer: usize::from(config.tail_buffer),
-            stream_inflight: config.stream_inflight as usize,
-            max_tails: config.max_tails as usize,
-            tail_hub_queue: config.tail_hub_queue as usize,
-            tail_heartbeat: config.tail_heartbeat,
-            tail_resume_wait: config.tail_resume_wait,
-        },
-        stop.clone(),
-    );
-    let gateway = LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
-
-    // Last of the set-up steps that can fail, so no drainer outlives a
-    // failed start.
-    if let Some(spool) = &spool {
-        spool.start_draining(Arc::clone(&publisher));
-    }
-    let address = listener.local_addr().ok();
+/// Step 3: serves `routes` on `listener` until `shutdown` resolves, then
+/// stops accepting (cancelling `stop` ends tails) and gives open calls
+/// `grace` to finish.
+async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    stop: &CancellationToken,
+) -> Result<(), tonic::transport::Error> {
     // Without TCP_NODELAY a response's frames wait for the client's delayed
     // ACK (Nagle): 40 ms per pipelined call. Keepalive notices vanished peers.
+    // TLS (issue 10) wraps these connections, before the server sees them.
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
@@ -170,37 +208,32 @@ pub async fn run(
         // product of a data-centre link. hyper's default is 1 MiB.
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(gateway)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     tokio::pin!(serving);
-    info!(address = %address.map_or_else(|| "?".to_owned(), |a| a.to_string()), %instance, broker = %endpoint, exchange = %config.exchange, history = %config.history_queue, "serving");
-
-    let served = tokio::select! {
+    tokio::select! {
         served = &mut serving => served,
         () = shutdown => {
             info!("shutting down: no new calls, ending tails, finishing open calls");
             stop.cancel();
-            match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+            match tokio::time::timeout(grace, &mut serving).await {
                 Ok(served) => served,
                 Err(_) => {
-                    warn!(grace = ?config.shutdown_grace, "open calls did not finish in time; closing anyway");
+                    warn!(?grace, "open calls did not finish in time; closing anyway");
                     Ok(())
                 }
             }
         }
-    };
-    stop.cancel();
-    let _ = health.await;
+    }
+}
+
+/// Step 4: stops what `connect` started, in order.
+async fn shut_down(backends: Backends) {
     // The drainer publishes, so it stops (and syncs its cursor) first.
-    if let Some(spool) = &spool {
+    if let Some(spool) = &backends.spool {
         spool.close().await;
     }
-    tokio::join!(publisher.close(), source.close());
-    info!("stopped");
-    Ok(served?)
+    tokio::join!(backends.publisher.close(), backends.source.close());
 }
 
 /// SERVING while both broker connections are up, NOT_SERVING otherwise and

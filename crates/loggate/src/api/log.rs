@@ -38,7 +38,7 @@ pub(super) async fn log_batch(
     let records = accept_batch(
         &acceptance(gateway, traceparent.as_ref()),
         inputs,
-        gateway.max_batch,
+        gateway.calls.max_batch.get(),
     )?;
     let delivered = gateway.ingest.deliver(&records).await?;
     Ok(Response::new(pb::LogBatchResponse {
@@ -82,7 +82,7 @@ pub(super) fn acceptance<'a>(
         received_time: OffsetDateTime::now_utc(),
         gateway: &gateway.instance,
         traceparent,
-        limits: gateway.limits,
+        limits: gateway.calls.record,
     }
 }
 

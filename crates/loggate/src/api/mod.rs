@@ -6,7 +6,7 @@ mod status;
 mod stream;
 mod tail;
 
-use std::{pin::Pin, sync::Arc};
+use std::{num::NonZeroUsize, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
@@ -20,43 +20,53 @@ use crate::tail::Hub;
 
 /// What every RPC needs; cheap to share.
 pub struct Gateway {
-    /// Publishes accepted records, or spools them.
+    /// Takes accepted records: to RabbitMQ, or to the spool.
     ingest: Arc<Ingest>,
     source: Arc<StreamSource>,
     /// The shared live consumer that live tails follow.
     hub: Arc<Hub>,
     /// This instance's name, stamped on every record (`gateway`).
     instance: String,
-    limits: Limits,
-    /// Most records in one LogBatch call.
-    max_batch: usize,
-    /// Responses buffered per Tail before the follower waits for the client.
-    tail_buffer: usize,
-    /// Unconfirmed records one LogStream may have before it stops reading.
-    stream_inflight: usize,
-    /// How often a Tail gets a Heartbeat.
-    tail_heartbeat: std::time::Duration,
-    /// How long a tail waits for the broker to come back before it ends.
-    tail_resume_wait: std::time::Duration,
+    calls: CallLimits,
+    tails: TailSettings,
     /// One permit per open Tail (`--max-tails`).
-    tails: Arc<tokio::sync::Semaphore>,
-    max_tails: usize,
+    open_tails: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the gateway shuts down: tails end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
 
 /// How a gateway instance is set up.
 pub struct GatewaySettings {
+    /// This instance's name, stamped on every record it accepts.
     pub instance: String,
-    pub limits: Limits,
-    pub max_batch: usize,
-    pub tail_buffer: usize,
-    pub stream_inflight: usize,
-    pub max_tails: usize,
+    pub calls: CallLimits,
+    pub tails: TailSettings,
+}
+
+/// Bounds on the ingest calls (`Log`, `LogBatch`, `LogStream`).
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// What one record may hold.
+    pub record: Limits,
+    /// Most records in one LogBatch call or LogStream request.
+    pub max_batch: NonZeroUsize,
+    /// Unconfirmed records one LogStream may have before it stops reading.
+    pub stream_inflight: NonZeroUsize,
+}
+
+/// How Tail calls are served.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    /// Responses buffered per Tail before the follower waits for the client.
+    pub buffer: NonZeroUsize,
+    /// Most Tail calls open at once.
+    pub max_tails: NonZeroUsize,
     /// Records queued per live tail in the hub before it is detached.
-    pub tail_hub_queue: usize,
-    pub tail_heartbeat: std::time::Duration,
-    pub tail_resume_wait: std::time::Duration,
+    pub hub_queue: NonZeroUsize,
+    /// How often a Tail gets a Heartbeat.
+    pub heartbeat: Duration,
+    /// How long a tail waits for the broker to come back before it ends.
+    pub resume_wait: Duration,
 }
 
 impl Gateway {
@@ -66,19 +76,19 @@ impl Gateway {
         settings: GatewaySettings,
         shutdown: CancellationToken,
     ) -> Gateway {
+        let GatewaySettings {
+            instance,
+            calls,
+            tails,
+        } = settings;
         Gateway {
             ingest,
-            hub: Hub::new(Arc::clone(&source), settings.tail_hub_queue),
+            hub: Hub::new(Arc::clone(&source), tails.hub_queue),
             source,
-            instance: settings.instance,
-            limits: settings.limits,
-            max_batch: settings.max_batch,
-            tail_buffer: settings.tail_buffer.max(1),
-            stream_inflight: settings.stream_inflight.max(1),
-            tails: Arc::new(tokio::sync::Semaphore::new(settings.max_tails.max(1))),
-            max_tails: settings.max_tails.max(1),
-            tail_heartbeat: settings.tail_heartbeat,
-            tail_resume_wait: settings.tail_resume_wait,
+            instance,
+            calls,
+            open_tails: Arc::new(tokio::sync::Semaphore::new(tails.max_tails.get())),
+            tails,
             shutdown,
         }
     }

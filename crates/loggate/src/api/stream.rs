@@ -32,13 +32,13 @@ pub(super) async fn log_stream(
     gateway: &Gateway,
     request: Request<Streaming<pb::LogStreamRequest>>,
 ) -> Result<Response<LogStreamStream>, Status> {
-    let stream_inflight = gateway.stream_inflight;
+    let stream_inflight = gateway.calls.stream_inflight.get();
     let call = StreamCall {
         ingest: Arc::clone(&gateway.ingest),
         sequence: gateway.ingest.sequence(),
         instance: gateway.instance.clone(),
-        limits: gateway.limits,
-        max_batch: gateway.max_batch,
+        limits: gateway.calls.record,
+        max_batch: gateway.calls.max_batch.get(),
         traceparent: traceparent(request.metadata()),
         inflight: Arc::new(Semaphore::new(stream_inflight)),
         max_inflight: u32::try_from(stream_inflight).unwrap_or(u32::MAX),

@@ -26,12 +26,12 @@ pub(super) async fn tail(
     request: Request<pb::TailRequest>,
 ) -> Result<Response<TailStream>, Status> {
     // Held by the follower until it ends.
-    let slot = Arc::clone(&gateway.tails)
+    let place = Arc::clone(&gateway.open_tails)
         .try_acquire_owned()
         .map_err(|_| {
             Status::resource_exhausted(format!(
                 "{} tails are open, the most this gateway serves (--max-tails)",
-                gateway.max_tails
+                gateway.tails.max_tails
             ))
         })?;
     let request = request.into_inner();
@@ -47,13 +47,13 @@ pub(super) async fn tail(
             .into());
         }
         StreamStart::Next => (
-            Feed::live(&gateway.hub, Arc::clone(&filter), gateway.tail_resume_wait).await?,
+            Feed::live(&gateway.hub, Arc::clone(&filter), gateway.tails.resume_wait).await?,
             CatchUp::Live,
         ),
         position => {
             // The head as it is now, before reading: "caught up" means past it.
             let head = gateway.source.head().await?;
-            let feed = Feed::own(&gateway.source, position, gateway.tail_resume_wait).await?;
+            let feed = Feed::own(&gateway.source, position, gateway.tails.resume_wait).await?;
             let catch_up = match head {
                 Some(head) => CatchUp::Behind {
                     head,
@@ -64,7 +64,7 @@ pub(super) async fn tail(
             (feed, catch_up)
         }
     };
-    let (tx, rx) = mpsc::channel(gateway.tail_buffer);
+    let (tx, rx) = mpsc::channel(gateway.tails.buffer.get());
     let follower = Follower {
         filter,
         start,
@@ -72,10 +72,10 @@ pub(super) async fn tail(
         limit: (request.limit > 0).then_some(u64::from(request.limit)),
         catch_up,
         history_only: request.history_only,
-        heartbeat: gateway.tail_heartbeat,
+        heartbeat: gateway.tails.heartbeat,
         tx,
         shutdown: gateway.shutdown.clone(),
-        _slot: slot,
+        _place: place,
     };
     tokio::spawn(follower.run(feed).instrument(info_span!("tail")));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -165,7 +165,7 @@ struct Follower {
     tx: Sender,
     shutdown: CancellationToken,
     /// This follower's place under `--max-tails`, returned when it ends.
-    _slot: OwnedSemaphorePermit,
+    _place: OwnedSemaphorePermit,
 }
 
 /// How far a tail that started in the past is from the head.

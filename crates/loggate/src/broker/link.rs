@@ -31,6 +31,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// error event was missed.
 const STATUS_POLL: Duration = Duration::from_millis(500);
 
+/// How the first connection is made: wait up to `wait` for the broker; if it
+/// does not answer by then, fail if `required`, otherwise start without it
+/// and keep trying in the background (the gateway does when it has a spool).
+#[derive(Debug, Clone, Copy)]
+pub struct FirstConnect {
+    pub wait: Duration,
+    pub required: bool,
+}
+
 /// One supervised AMQP connection and the session prepared on it.
 pub(crate) struct Link<S> {
     endpoint: Brokers,
@@ -44,17 +53,16 @@ pub(crate) struct Link<S> {
 }
 
 impl<S: Session> Link<S> {
-    /// Connects, retrying for up to `wait`, then keeps the connection up in the
-    /// background. `name` shows in RabbitMQ's connection list. When the broker
-    /// does not answer within `wait`: an error if `required`, otherwise a link
-    /// that keeps trying in the background (and is not connected meanwhile).
+    /// Connects as `first` says, then keeps the connection up in the
+    /// background. `name` shows in RabbitMQ's connection list. A link that
+    /// started without the broker is not connected until it gets through.
     pub(crate) async fn establish(
         endpoint: Brokers,
         name: String,
-        wait: Duration,
-        required: bool,
+        first: FirstConnect,
         prepare: Prepare<S>,
     ) -> Result<Link<S>, Error> {
+        let FirstConnect { wait, required } = first;
         let deadline = Instant::now() + wait;
         let mut delay = BACKOFF_FIRST;
         let first = loop {

@@ -12,6 +12,7 @@ mod topology;
 
 pub use endpoint::{Brokers, Endpoint};
 pub use error::Error;
+pub use link::FirstConnect;
 pub use publisher::{Confirms, PinnedChannel, Publisher, PublisherSettings, Reservation};
 pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
 pub use topology::{Retention, Topology};

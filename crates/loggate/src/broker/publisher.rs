@@ -6,6 +6,7 @@
 //! A call returns Ok only when every record was acked and none was returned.
 
 use std::{
+    num::NonZeroUsize,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -27,7 +28,7 @@ use tokio::{
 };
 
 use super::{
-    link::{Link, Prepare, Session},
+    link::{FirstConnect, Link, Prepare, Session},
     outgoing::Outgoing,
     Brokers, Error, Topology,
 };
@@ -107,13 +108,13 @@ async fn confirm_channel(connection: &Connection) -> Result<Channel, Error> {
 #[derive(Debug, Clone)]
 pub struct PublisherSettings {
     /// Confirm-mode channels that concurrent calls share.
-    pub channels: usize,
+    pub channels: NonZeroUsize,
     /// How long a call waits for its confirms (`--publish-timeout`).
     pub timeout: Duration,
     /// Records packed per AMQP message (`--amqp-batch-records`); 1 = one each.
-    pub batch_records: usize,
+    pub batch_records: NonZeroUsize,
     /// Records published but not yet confirmed, across all calls (`--max-inflight`).
-    pub max_inflight: usize,
+    pub max_inflight: NonZeroUsize,
 }
 
 /// Publishes records to the exchange with publisher confirms.
@@ -131,34 +132,32 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects (waiting up to `wait` for the broker), declares the topology
-    /// and opens `channels` confirm-mode channels. If the broker does not
-    /// answer within `wait`: an error if `required`, else a publisher that is
-    /// not connected yet and keeps trying.
+    /// Connects (see [`FirstConnect`]), declares the topology and opens the
+    /// confirm-mode channels; does both again on every reconnect.
     pub async fn connect(
         endpoint: Brokers,
         connection_name: String,
-        (wait, required): (Duration, bool),
+        first: FirstConnect,
         topology: Topology,
         settings: PublisherSettings,
     ) -> Result<Publisher, Error> {
         let exchange = ShortString::from(topology.exchange.as_str());
         let topology = Arc::new(topology);
-        let channels = settings.channels.max(1);
-        let max_inflight = u32::try_from(settings.max_inflight.max(1))
+        let channels = settings.channels.get();
+        let max_inflight = u32::try_from(settings.max_inflight.get())
             .unwrap_or(u32::MAX)
             .min(u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         let prepare: Prepare<PublishSession> = Arc::new(move |connection| {
             let topology = Arc::clone(&topology);
             Box::pin(async move { PublishSession::open(connection, &topology, channels).await })
         });
-        let link = Link::establish(endpoint, connection_name, wait, required, prepare).await?;
+        let link = Link::establish(endpoint, connection_name, first, prepare).await?;
         Ok(Publisher {
             link,
             exchange,
             timeout: settings.timeout,
             next: AtomicUsize::new(0),
-            batch_records: settings.batch_records.max(1),
+            batch_records: settings.batch_records.get(),
             inflight: Arc::new(Semaphore::new(max_inflight as usize)),
             max_inflight,
         })

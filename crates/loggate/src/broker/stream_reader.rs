@@ -1,7 +1,7 @@
 //! Reading the history stream: the consuming connection ([`StreamSource`]) and
 //! one stream consumer per reader ([`StreamReader`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{num::NonZeroU16, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use lapin::{
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::{
-    link::{Link, Prepare, Session},
+    link::{FirstConnect, Link, Prepare, Session},
     Brokers, Error,
 };
 
@@ -53,22 +53,21 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
-    /// Connects (see [`Publisher::connect`](super::Publisher::connect) for
-    /// `wait` and `required`).
+    /// Connects (see [`FirstConnect`]).
     pub async fn connect(
         endpoint: Brokers,
         connection_name: String,
-        (wait, required): (Duration, bool),
+        first: FirstConnect,
         history_queue: &str,
-        prefetch: u16,
+        prefetch: NonZeroU16,
     ) -> Result<StreamSource, Error> {
         let prepare: Prepare<ConsumeSession> =
             Arc::new(|connection| Box::pin(async move { Ok(ConsumeSession { connection }) }));
-        let link = Link::establish(endpoint, connection_name, wait, required, prepare).await?;
+        let link = Link::establish(endpoint, connection_name, first, prepare).await?;
         Ok(StreamSource {
             link,
             queue: ShortString::from(history_queue),
-            prefetch: prefetch.max(1),
+            prefetch: prefetch.get(),
         })
     }
 

@@ -60,6 +60,24 @@ pub struct SpoolSettings {
     pub segment_bytes: u64,
 }
 
+impl SpoolSettings {
+    /// A spool in `dir` holding at most `max_bytes`, with segments a quarter
+    /// of that (so drained space is given back promptly) within
+    /// [`MIN_SEGMENT_BYTES`, `MAX_SEGMENT_BYTES`].
+    pub fn new(dir: PathBuf, max_bytes: u64) -> SpoolSettings {
+        SpoolSettings {
+            dir,
+            max_bytes,
+            segment_bytes: (max_bytes / 4).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+        }
+    }
+}
+
+/// Smallest segment file [`SpoolSettings::new`] chooses.
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest segment file [`SpoolSettings::new`] chooses.
+const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+
 /// Name of the file holding the drainer's position.
 const CURSOR: &str = "cursor";
 /// Name of the lock file that keeps two gateways out of one spool.

@@ -1,6 +1,9 @@
 //! The hub: one shared live stream consumer fanning out to every live follower.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -73,10 +76,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(source: Arc<StreamSource>, capacity: usize) -> Arc<Hub> {
+    pub fn new(source: Arc<StreamSource>, capacity: NonZeroUsize) -> Arc<Hub> {
         Arc::new(Hub {
             source,
-            capacity: capacity.max(1),
+            capacity: capacity.get(),
             state: Mutex::default(),
             starting: tokio::sync::Mutex::new(()),
             left: tokio::sync::Notify::new(),

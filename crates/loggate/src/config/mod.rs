@@ -1,0 +1,40 @@
+//! Command-line and environment configuration (clap derive). Every flag can
+//! also be set through a `LOGGATE_*` environment variable; the doc comments
+//! are the `--help` text.
+//!
+//! `serve`'s flags are in groups ([`serve`]), one per module they configure,
+//! each turning itself into that module's settings; the client subcommands'
+//! flags are in [`client`]; the value parsers, which make out-of-range values
+//! a parse error, in `parse`.
+
+pub mod client;
+mod parse;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+pub use client::{LogArgs, Output, ServerArg, TailArgs};
+pub use serve::{
+    BrokerArg, HistoryArgs, LimitsArgs, ListenArgs, RabbitMqArgs, ServeConfig, SpoolArgs, TailsArgs,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loggate",
+    version,
+    about = "A gRPC logging gateway in front of RabbitMQ"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeConfig),
+    /// Send one record and print its id.
+    Log(LogArgs),
+    /// Follow records live.
+    Tail(TailArgs),
+}

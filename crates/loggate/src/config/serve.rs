@@ -1,0 +1,353 @@
+//! `loggate serve`'s flags, in groups: each group is one `--help` heading and
+//! turns itself into the settings of the module it configures.
+
+use std::{
+    net::SocketAddr,
+    num::{NonZeroU16, NonZeroUsize},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{builder::TypedValueParser as _, Args, Parser};
+
+use super::parse::{amqp_name, byte_size, count, max_age, memory_size, positive_duration};
+use crate::api::{CallLimits, TailSettings};
+use crate::broker::{PublisherSettings, Retention, Topology};
+use crate::record::Limits;
+use crate::spool::SpoolSettings;
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Parser)]
+// A flag given twice takes the later value (a wrapper script's defaults can
+// be overridden by appending).
+#[command(name = "loggate serve", args_override_self = true)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub server: ListenArgs,
+    #[command(flatten)]
+    pub rabbitmq: RabbitMqArgs,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub tails: TailsArgs,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+}
+
+impl ServeConfig {
+    /// The exchange and the history stream behind it, as declared at start.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            exchange: self.rabbitmq.exchange.clone(),
+            history_queue: self.history.history_queue.clone(),
+            retention: self.history.retention(),
+            replicas: self.history.history_replicas,
+        }
+    }
+}
+
+/// Where and how the gateway serves (the `server` module).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Serving")]
+pub struct ListenArgs {
+    /// Address to serve gRPC on (port 0: any free port; see --address-file).
+    #[arg(long, env = "LOGGATE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Once listening, write the bound address (`127.0.0.1:43117`, one line)
+    /// to this file, atomically: how scripts, supervisors and tests learn the
+    /// port chosen for `--listen …:0`.
+    #[arg(long, env = "LOGGATE_ADDRESS_FILE")]
+    pub address_file: Option<PathBuf>,
+
+    /// This instance's name, stamped on every record it accepts. Default: the host name.
+    #[arg(long, env = "LOGGATE_INSTANCE")]
+    pub instance: Option<String>,
+
+    /// Async worker threads: 0 = one per core; 1 = a single-threaded runtime.
+    /// (AMQP I/O runs on lapin's own threads either way.)
+    #[arg(long, env = "LOGGATE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
+    /// How long shutdown waits for open calls and tails before it gives up.
+    #[arg(long, env = "LOGGATE_SHUTDOWN_GRACE", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ListenArgs {
+    /// `--instance`, or the host name.
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "loggate".to_owned())
+        })
+    }
+}
+
+/// Where RabbitMQ is: for `serve`, and for `loggate-bench` (its direct
+/// ceiling, its loss check and the gateway it starts).
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArg {
+    /// RabbitMQ's AMQP URL (the password is never logged). Repeat it, or give
+    /// several comma-separated, for the nodes of a cluster: the gateway uses
+    /// the first that answers and fails over to the next.
+    #[arg(
+        long,
+        env = "LOGGATE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub amqp_url: Vec<String>,
+}
+
+impl BrokerArg {
+    /// The first URL: where `bench` declares, publishes directly and reads back.
+    pub fn primary(&self) -> &str {
+        self.amqp_url.first().map_or("", String::as_str)
+    }
+}
+
+/// The broker connections and publishing (the `broker` module).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "RabbitMQ")]
+pub struct RabbitMqArgs {
+    #[command(flatten)]
+    pub broker: BrokerArg,
+
+    /// Topic exchange the records are published to; declared at start.
+    #[arg(long, env = "LOGGATE_EXCHANGE", default_value = "loggate", value_parser = amqp_name)]
+    pub exchange: String,
+
+    /// How long to wait for RabbitMQ at start before giving up.
+    #[arg(long, env = "LOGGATE_BROKER_WAIT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub broker_wait: Duration,
+
+    /// How long a call waits for RabbitMQ's confirms before answering UNAVAILABLE.
+    #[arg(long, env = "LOGGATE_PUBLISH_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub publish_timeout: Duration,
+
+    /// Confirm-mode channels that concurrent calls share.
+    #[arg(long, env = "LOGGATE_PUBLISH_CHANNELS", default_value = "4", value_parser = count(clap::value_parser!(u16).range(1..=256)))]
+    pub publish_channels: NonZeroUsize,
+
+    /// Pack up to N records that share a routing key into one AMQP message
+    /// (application/x-ndjson). 1 = one message per record. Only for exchanges
+    /// whose consumers understand the packed form (loggate's Tail does).
+    #[arg(long, env = "LOGGATE_AMQP_BATCH_RECORDS", default_value = "1", value_parser = count(clap::value_parser!(u32).range(1..=10_000)))]
+    pub amqp_batch_records: NonZeroUsize,
+
+    /// Records all calls together may have published but not yet confirmed.
+    #[arg(long, env = "LOGGATE_MAX_INFLIGHT", default_value = "10000", value_parser = count(clap::value_parser!(u32).range(1..)))]
+    pub max_inflight: NonZeroUsize,
+}
+
+impl RabbitMqArgs {
+    /// How the publisher publishes.
+    pub fn publisher_settings(&self) -> PublisherSettings {
+        PublisherSettings {
+            channels: self.publish_channels,
+            timeout: self.publish_timeout,
+            batch_records: self.amqp_batch_records,
+            max_inflight: self.max_inflight,
+        }
+    }
+}
+
+/// The history stream (the `broker` module's [`Topology`]).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "History stream")]
+pub struct HistoryArgs {
+    /// Stream queue bound to the exchange with `#`: every record's history, read by Tail.
+    #[arg(long, env = "LOGGATE_HISTORY_QUEUE", default_value = "loggate.history", value_parser = amqp_name)]
+    pub history_queue: String,
+
+    /// How long the history stream keeps records (RabbitMQ x-max-age: 7D, 12h, 30m, 1Y…).
+    #[arg(long, env = "LOGGATE_HISTORY_MAX_AGE", default_value = "7D", value_parser = max_age)]
+    pub history_max_age: String,
+
+    /// How many bytes the history stream keeps (1GB, 500MB, 2GiB, or a number of bytes).
+    #[arg(long, env = "LOGGATE_HISTORY_MAX_BYTES", default_value = "1GB", value_parser = byte_size)]
+    pub history_max_bytes: u64,
+
+    /// Size of the history stream's segment files (x-stream-max-segment-size-bytes).
+    /// Retention removes whole segments; RabbitMQ's default is 500MB.
+    #[arg(long, env = "LOGGATE_HISTORY_SEGMENT_BYTES", value_parser = byte_size)]
+    pub history_segment_bytes: Option<u64>,
+
+    /// Replicas of the history stream on a RabbitMQ cluster
+    /// (x-initial-cluster-size), taken when the stream is first declared.
+    /// RabbitMQ places at most one per node, so the default of 3 means
+    /// min(3, cluster size): a single node gets one.
+    #[arg(long, env = "LOGGATE_HISTORY_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub history_replicas: u16,
+}
+
+impl HistoryArgs {
+    /// What the history stream keeps.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_age: self.history_max_age.clone(),
+            max_bytes: self.history_max_bytes,
+            segment_bytes: self.history_segment_bytes,
+        }
+    }
+}
+
+/// Bounds on the ingest calls (the `api` module's [`CallLimits`]).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsArgs {
+    /// Most records in one LogBatch call.
+    #[arg(long, env = "LOGGATE_MAX_BATCH", default_value = "1000", value_parser = count(clap::value_parser!(u32).range(1..=100_000)))]
+    pub max_batch: NonZeroUsize,
+
+    /// Largest record message, in bytes.
+    #[arg(long, env = "LOGGATE_MAX_MESSAGE_BYTES", default_value = "64KiB", value_parser = memory_size)]
+    pub max_message_bytes: usize,
+
+    /// Records one LogStream may have published but not yet confirmed; past
+    /// it, the gateway stops reading that stream (gRPC flow control pushes back).
+    #[arg(long, env = "LOGGATE_STREAM_INFLIGHT", default_value = "10000", value_parser = count(clap::value_parser!(u32).range(1..)))]
+    pub stream_inflight: NonZeroUsize,
+}
+
+impl LimitsArgs {
+    pub fn settings(&self) -> CallLimits {
+        CallLimits {
+            record: Limits {
+                max_message_bytes: self.max_message_bytes,
+            },
+            max_batch: self.max_batch,
+            stream_inflight: self.stream_inflight,
+        }
+    }
+}
+
+/// Tail calls (the `api` module's [`TailSettings`]) and the stream consumers
+/// behind them.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tails")]
+pub struct TailsArgs {
+    /// Unacknowledged stream deliveries per Tail (the broker's prefetch).
+    #[arg(long, env = "LOGGATE_TAIL_PREFETCH", default_value = "256", value_parser = clap::value_parser!(u16).range(1..).try_map(NonZeroU16::try_from))]
+    pub tail_prefetch: NonZeroU16,
+
+    /// Most Tail calls open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGGATE_MAX_TAILS", default_value = "10000", value_parser = count(clap::value_parser!(u32).range(1..)))]
+    pub max_tails: NonZeroUsize,
+
+    /// Records the shared live consumer queues per live Tail; a Tail whose
+    /// queue fills is moved to a stream consumer of its own, losing nothing.
+    #[arg(long, env = "LOGGATE_TAIL_HUB_QUEUE", default_value = "1024", value_parser = count(clap::value_parser!(u32).range(1..)))]
+    pub tail_hub_queue: NonZeroUsize,
+
+    /// How often a Tail gets a Heartbeat, so clients can tell quiet from dead.
+    #[arg(long, env = "LOGGATE_TAIL_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
+    pub tail_heartbeat: Duration,
+
+    /// How long a Tail whose broker connection was lost waits for RabbitMQ to
+    /// come back (it then resumes where it was) before it ends with UNAVAILABLE.
+    #[arg(long, env = "LOGGATE_TAIL_RESUME_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub tail_resume_wait: Duration,
+
+    /// Records buffered per Tail while its client is slow.
+    #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value = "128", value_parser = count(clap::value_parser!(u16).range(1..)))]
+    pub tail_buffer: NonZeroUsize,
+}
+
+impl TailsArgs {
+    /// How Tail calls are served. (`--tail-prefetch` goes to the consuming
+    /// connection instead.)
+    pub fn settings(&self) -> TailSettings {
+        TailSettings {
+            buffer: self.tail_buffer,
+            max_tails: self.max_tails,
+            hub_queue: self.tail_hub_queue,
+            heartbeat: self.tail_heartbeat,
+            resume_wait: self.tail_resume_wait,
+        }
+    }
+}
+
+/// The local spool (the `spool` module).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Spool")]
+pub struct SpoolArgs {
+    /// Spool records to this directory when RabbitMQ is unreachable or
+    /// blocked, and answer OK with `spooled = true` once they are fsynced; a
+    /// background task publishes them, in order, when RabbitMQ is back. With
+    /// a spool the gateway also starts when RabbitMQ is down. Off by default.
+    #[arg(long, env = "LOGGATE_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Most bytes the spool holds; past it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LOGGATE_SPOOL_MAX_BYTES", default_value = "1GiB", value_parser = byte_size)]
+    pub spool_max_bytes: u64,
+}
+
+impl SpoolArgs {
+    /// The spool's settings, if `--spool-dir` asks for one.
+    pub fn settings(&self) -> Option<SpoolSettings> {
+        let dir = self.spool_dir.clone()?;
+        Some(SpoolSettings::new(dir, self.spool_max_bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = ServeConfig::try_parse_from(["serve"]).expect("defaults parse");
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(
+            config.rabbitmq.broker.amqp_url,
+            ["amqp://guest:guest@127.0.0.1:5672/%2f"]
+        );
+        assert_eq!(config.rabbitmq.exchange, "loggate");
+        assert_eq!(config.history.history_queue, "loggate.history");
+        assert_eq!(config.history.history_max_age, "7D");
+        assert_eq!(config.history.history_max_bytes, 1_000_000_000);
+        assert_eq!(config.rabbitmq.broker_wait, Duration::from_secs(15));
+        assert_eq!(config.rabbitmq.publish_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.max_batch.get(), 1000);
+        assert_eq!(config.limits.max_message_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn periods_must_be_positive() {
+        assert!(ServeConfig::try_parse_from(["serve", "--tail-heartbeat", "0s"]).is_err());
+        assert!(ServeConfig::try_parse_from(["serve", "--publish-timeout", "0ms"]).is_err());
+        assert!(ServeConfig::try_parse_from(["serve", "--tail-heartbeat", "250ms"]).is_ok());
+    }
+
+    #[test]
+    fn counts_keep_their_ranges() {
+        for (flag, low, high) in [
+            ("--max-batch", "0", "100001"),
+            ("--publish-channels", "0", "257"),
+            ("--amqp-batch-records", "0", "10001"),
+            ("--tail-buffer", "0", "65536"),
+            ("--tail-prefetch", "0", "65536"),
+        ] {
+            assert!(
+                ServeConfig::try_parse_from(["serve", flag, low]).is_err(),
+                "{flag} {low}"
+            );
+            assert!(
+                ServeConfig::try_parse_from(["serve", flag, high]).is_err(),
+                "{flag} {high}"
+            );
+        }
+        let config = ServeConfig::try_parse_from(["serve", "--max-batch", "100000"])
+            .expect("the upper bound is allowed");
+        assert_eq!(config.limits.max_batch.get(), 100_000);
+    }
+}

@@ -14,5 +14,6 @@ pub mod proto;
 pub mod record;
 pub mod server;
 pub mod spool;
+pub mod sync;
 pub mod tail;
 pub mod tls;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Brokers, Error};
+use crate::sync::lock;
 
 /// What a link keeps per connection: the connection and whatever was prepared on it.
 pub(crate) trait Session: Send + Sync + 'static {
@@ -143,11 +144,7 @@ impl<S: Session> Link<S> {
     /// Closes the connection and stops reconnecting.
     pub(crate) async fn close(&self) {
         self.stop.cancel();
-        let supervisor = self
-            .supervisor
-            .lock()
-            .expect("the supervisor slot is never poisoned")
-            .take();
+        let supervisor = lock(&self.supervisor).take();
         if let Some(task) = supervisor {
             let _ = task.await;
         }

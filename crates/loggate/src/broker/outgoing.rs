@@ -141,24 +141,16 @@ fn long_string(s: &str) -> AMQPValue {
 
 #[cfg(test)]
 mod tests {
-    use time::OffsetDateTime;
-
     use super::*;
-    use crate::record::Level;
+    use crate::record::{fixture, Level};
 
     fn record(service: &str, level: Level, message: &str) -> Record {
         Record {
             id: format!("id-{message}"),
-            time: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid"),
-            received_time: OffsetDateTime::UNIX_EPOCH,
             service: service.into(),
-            node: String::new(),
             level,
             message: message.into(),
-            attributes: Default::default(),
-            trace_id: String::new(),
-            span_id: String::new(),
-            gateway: "gw".into(),
+            ..fixture::record()
         }
     }
 

@@ -33,6 +33,8 @@ use super::{
     Brokers, Error, Topology,
 };
 use crate::record::Record;
+// Only a clone or a swap happens under a channel slot's lock.
+use crate::sync::lock;
 
 /// The confirm-mode channels of one connection.
 struct PublishSession {
@@ -86,13 +88,6 @@ impl PublishSession {
         *lock(slot) = fresh.clone();
         Ok(fresh)
     }
-}
-
-fn lock(slot: &std::sync::Mutex<Channel>) -> std::sync::MutexGuard<'_, Channel> {
-    // Only a clone or a swap happens under this lock, so poisoning cannot
-    // leave it half-written; carry on with the value.
-    slot.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A new channel in publisher-confirm mode.

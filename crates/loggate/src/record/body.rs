@@ -46,28 +46,9 @@ pub const NDJSON: &str = "application/x-ndjson";
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use time::OffsetDateTime;
 
     use super::*;
-    use crate::record::Level;
-
-    fn record() -> Record {
-        Record {
-            id: "0190b7c2-0000-7000-8000-000000000001".into(),
-            time: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789)
-                .expect("valid"),
-            received_time: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_001_000_000_000)
-                .expect("valid"),
-            service: "billing".into(),
-            node: "pod-7".into(),
-            level: Level::Warn,
-            message: "card declined \"twice\"".into(),
-            attributes: [("order".into(), "42".into())].into(),
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: "00f067aa0ba902b7".into(),
-            gateway: "gw-1".into(),
-        }
-    }
+    use crate::record::fixture::record;
 
     #[test]
     fn body_has_the_documented_shape() {

@@ -77,15 +77,11 @@ fn non_empty(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use time::OffsetDateTime;
-
     use super::*;
+    use crate::record::fixture;
 
     fn record(service: &str, level: Level) -> Record {
         Record {
-            id: "1".into(),
-            time: OffsetDateTime::UNIX_EPOCH,
-            received_time: OffsetDateTime::UNIX_EPOCH,
             service: service.into(),
             node: "pod-1".into(),
             level,
@@ -96,8 +92,7 @@ mod tests {
             ]
             .into(),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: String::new(),
-            gateway: "gw".into(),
+            ..fixture::record()
         }
     }
 

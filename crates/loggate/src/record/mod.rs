@@ -4,6 +4,8 @@
 
 mod body;
 mod filter;
+#[cfg(test)]
+pub(crate) mod fixture;
 mod level;
 mod rfc3339;
 mod token;

@@ -45,7 +45,7 @@ pub(super) async fn run(shared: Arc<Shared>, publisher: Arc<Publisher>, stop: Ca
         }
         match next_work(&shared) {
             Work::Idle => {
-                if drained > 0 && !has_pending(&shared) {
+                if drained > 0 && !shared.has_pending() {
                     info!(records = drained, "the spool is drained");
                     drained = 0;
                 }
@@ -109,13 +109,6 @@ pub(super) async fn run(shared: Arc<Shared>, publisher: Arc<Publisher>, stop: Ca
             }
         }
     }
-}
-
-fn has_pending(shared: &Shared) -> bool {
-    shared
-        .pending_bytes
-        .load(std::sync::atomic::Ordering::Acquire)
-        > 0
 }
 
 /// Sleeps the retry delay (doubling it); `true` if stopped meanwhile.

@@ -35,6 +35,7 @@ use tracing::info;
 
 use crate::broker::Publisher;
 use crate::record::Record;
+use crate::sync::lock;
 
 /// The spool layer's error. Mapped to gRPC status in `api::status`.
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +131,13 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // Updates under this lock are single assignments; a panic elsewhere
         // cannot leave it half-done.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
+    }
+
+    /// `true` while records wait in the spool. (Bytes, not records, decide:
+    /// they are exact even when damage on disk was skipped.)
+    fn has_pending(&self) -> bool {
+        self.pending_bytes.load(Ordering::Acquire) > 0
     }
 
     /// Returns records' bytes and counts to the budget.
@@ -202,10 +207,9 @@ impl Spool {
     }
 
     /// `true` while records wait in the spool: new records then go to the
-    /// spool too, behind them. (Bytes, not records, decide: they are exact
-    /// even when damage on disk was skipped.)
+    /// spool too, behind them.
     pub fn has_pending(&self) -> bool {
-        self.shared.pending_bytes.load(Ordering::Acquire) > 0
+        self.shared.has_pending()
     }
 
     /// Records in the spool not yet confirmed by RabbitMQ.
@@ -307,12 +311,6 @@ impl Appended {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Records the drainer's position: segment `seq`, byte `offset`. Written
 /// to a temporary file and renamed, so the cursor is always whole.
 fn write_cursor(dir: &Path, seq: u64, offset: u64, sync: bool) -> io::Result<()> {
@@ -343,10 +341,8 @@ fn read_cursor(dir: &Path) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use time::OffsetDateTime;
-
     use super::*;
-    use crate::record::Level;
+    use crate::record::fixture;
 
     fn settings(name: &str, max_bytes: u64) -> SpoolSettings {
         SpoolSettings {
@@ -364,16 +360,9 @@ mod tests {
         (0..count)
             .map(|i| Record {
                 id: format!("id-{i}"),
-                time: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid"),
-                received_time: OffsetDateTime::from_unix_timestamp(1_700_000_001).expect("valid"),
                 service: "spool".into(),
-                node: String::new(),
-                level: Level::Info,
                 message: format!("message {i}"),
-                attributes: Default::default(),
-                trace_id: String::new(),
-                span_id: String::new(),
-                gateway: "gw".into(),
+                ..fixture::record()
             })
             .collect()
     }

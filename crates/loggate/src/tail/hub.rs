@@ -11,6 +11,8 @@ use tracing::{debug, info, warn};
 use super::{decode, Entry};
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
 use crate::record::Filter;
+// Nothing is held across a panic point under the hub's locks.
+use crate::sync::lock;
 
 /// One live stream consumer shared by every live follower of this gateway.
 pub struct Hub {
@@ -66,13 +68,6 @@ impl Slot {
     pub fn failure(&self) -> Option<Failure> {
         lock(&self.failed).clone()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing is held across a panic point under these locks.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Hub {

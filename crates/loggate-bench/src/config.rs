@@ -34,7 +34,7 @@ pub struct GatewayBin {
     pub gateway_bin: Option<PathBuf>,
 }
 
-/// The faults `loggate chaos` can inject.
+/// The faults `loggate-bench chaos` can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Fault {
     /// Stop RabbitMQ (`rabbitmqctl stop_app`) for --outage, then start it.
@@ -50,7 +50,7 @@ pub enum Fault {
     KillGateway,
 }
 
-/// `loggate chaos FAULT`: starts its own gateway (the `loggate` next to this binary) in a vhost of
+/// `loggate-bench chaos FAULT`: starts its own gateway (the `loggate` next to this binary) in a vhost of
 /// its own, sends --rate records/s for --duration, injects the fault at
 /// --fault-at, then reads the history stream back and counts every
 /// acknowledged record. Exits 1 if one is missing. It runs `rabbitmqctl`, so
@@ -127,7 +127,7 @@ pub enum BenchMode {
     Replay,
 }
 
-/// `loggate bench`: by default it starts its own gateway (the `loggate` next to this binary, with
+/// `loggate-bench bench`: by default it starts its own gateway (the `loggate` next to this binary, with
 /// unique exchange and stream names, deleted afterwards), so the numbers and
 /// the loss check cover exactly this run.
 #[derive(Debug, Clone, Args)]

@@ -7,6 +7,8 @@
 //! Each module owns one thing; the items are re-exported here so that a test
 //! imports what it uses from the crate root.
 
+#![warn(missing_docs)]
+
 mod fixture;
 mod gateway;
 mod history;

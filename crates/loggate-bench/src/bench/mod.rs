@@ -1,4 +1,4 @@
-//! `loggate bench`: how close the gateway comes to RabbitMQ's own ceiling, and
+//! `loggate-bench bench`: how close the gateway comes to RabbitMQ's own ceiling, and
 //! proof that nothing it acknowledged was lost or duplicated.
 //!
 //! One run: (1) the ceiling — the same messages published straight to

@@ -1,4 +1,4 @@
-//! `loggate chaos FAULT`: steady load on a gateway of our own, one fault,
+//! `loggate-bench chaos FAULT`: steady load on a gateway of our own, one fault,
 //! then the loss check: every record the gateway answered OK must be in the
 //! history stream, and a live tail that stayed open must have seen it too.
 //! Prints acked, found, missing, duplicated, the recovery time (broker back →

@@ -65,6 +65,8 @@ struct StreamCall {
     traceparent: Option<TraceParent>,
     /// One permit per record sent but not yet answered.
     inflight: Arc<Semaphore>,
+    /// All of `inflight`'s permits: the most one request takes (a request
+    /// larger than the whole bound takes all of it rather than wait forever).
     max_inflight: u32,
     shutdown: CancellationToken,
 }

@@ -79,7 +79,10 @@ impl Brokers {
     }
 
     /// Every broker, starting with the one after `last` (or the first).
-    pub(crate) fn from(&self, after: Option<usize>) -> impl Iterator<Item = (usize, &Endpoint)> {
+    pub(crate) fn starting_after(
+        &self,
+        after: Option<usize>,
+    ) -> impl Iterator<Item = (usize, &Endpoint)> {
         let count = self.endpoints.len();
         let first = after.map_or(0, |i| (i + 1) % count);
         (0..count).map(move |k| {
@@ -138,7 +141,12 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(brokers.to_string(), "a:1, b:2, c:3");
-        let order = |after| brokers.from(after).map(|(i, _)| i).collect::<Vec<_>>();
+        let order = |after| {
+            brokers
+                .starting_after(after)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(order(None), [0, 1, 2]);
         assert_eq!(order(Some(0)), [1, 2, 0]);
         assert_eq!(order(Some(2)), [0, 1, 2]);

@@ -138,7 +138,7 @@ impl<S: Session> Link<S> {
     /// `true` while connected and not blocked by a broker alarm; changes
     /// when either does.
     pub(crate) fn connected(&self) -> watch::Receiver<bool> {
-        follow(self.current.clone(), self.blocked.clone())
+        watch_ready(self.current.clone(), self.blocked.clone())
     }
 
     /// Closes the connection and stops reconnecting.
@@ -166,7 +166,7 @@ async fn open<S: Session>(
 ) -> Result<(S, Events, usize), String> {
     let attempt = async {
         let mut reasons = Vec::new();
-        for (index, endpoint) in brokers.from(last) {
+        for (index, endpoint) in brokers.starting_after(last) {
             let properties = ConnectionProperties::default().with_connection_name(name.into());
             let connected = async {
                 let connection = Connection::connect_uri(endpoint.uri(), properties)
@@ -290,7 +290,7 @@ async fn lost(
 }
 
 /// Turns a link's session and blocked watches into one "ready?" watch.
-fn follow<S: Send + Sync + 'static>(
+fn watch_ready<S: Send + Sync + 'static>(
     mut sessions: watch::Receiver<Option<Arc<S>>>,
     mut blocked: watch::Receiver<bool>,
 ) -> watch::Receiver<bool> {

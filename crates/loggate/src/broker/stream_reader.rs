@@ -246,7 +246,7 @@ impl StreamReader {
     /// Cancels the consumer and closes its channel.
     pub async fn close(mut self) {
         self.closed = true;
-        shut(self.channel.clone(), self.consumer.tag()).await;
+        cancel_and_close(self.channel.clone(), self.consumer.tag()).await;
     }
 }
 
@@ -256,13 +256,13 @@ impl Drop for StreamReader {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(shut(self.channel.clone(), self.consumer.tag()));
+            runtime.spawn(cancel_and_close(self.channel.clone(), self.consumer.tag()));
         }
     }
 }
 
 /// Cancel, then close: bounded, because the broker may be gone.
-async fn shut(channel: Channel, tag: ShortString) {
+async fn cancel_and_close(channel: Channel, tag: ShortString) {
     let work = async {
         if channel.status().connected() {
             let _ = channel

@@ -1,4 +1,4 @@
-//! A follower's supply of entries: from the hub, or from a stream consumer of
+//! A follower's supplier of entries: from the hub, or from a stream consumer of
 //! its own (from a start position, or after the hub let it go).
 //!
 //! A feed survives the broker going away: it remembers the position just past
@@ -12,7 +12,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{info, warn};
 
-use super::{decode, hub::Slot, Entry, Hub};
+use super::{decode, hub::Detachment, Entry, Hub};
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
 use crate::record::Filter;
 
@@ -21,7 +21,7 @@ const RETRY: Duration = Duration::from_millis(200);
 
 /// Entries in stream order, whichever way they arrive.
 pub struct Feed {
-    supply: Supply,
+    supplier: Supplier,
     source: Arc<StreamSource>,
     /// Where the next entry is: just past the last one handed out (or past
     /// everything the hub had read). `None` before the first.
@@ -37,20 +37,22 @@ pub struct Feed {
     resume_wait: Duration,
 }
 
-enum Supply {
-    /// From the shared live consumer.
-    Shared {
+/// Where a feed's entries come from right now.
+enum Supplier {
+    /// The hub: the shared live consumer.
+    Hub {
         rx: mpsc::Receiver<Entry>,
-        slot: Arc<Slot>,
+        detachment: Arc<Detachment>,
         hub: Arc<Hub>,
     },
     /// From a consumer of its own (boxed: a reader is much larger than a queue).
-    Own(Box<Own>),
+    OwnConsumer(Box<OwnConsumer>),
     /// The consumer failed at `since`; waiting for the broker to reopen one.
     Lost { reason: String, since: Instant },
 }
 
-struct Own {
+/// A stream consumer of the feed's own, and what it has read ahead.
+struct OwnConsumer {
     reader: StreamReader,
     /// Decoded but not yet taken.
     pending: VecDeque<Entry>,
@@ -69,11 +71,11 @@ impl Feed {
         filter: Arc<Filter>,
         resume_wait: Duration,
     ) -> Result<Feed, Error> {
-        let (rx, slot) = hub.subscribe(filter).await?;
+        let (rx, detachment) = hub.subscribe(filter).await?;
         Ok(Feed {
-            supply: Supply::Shared {
+            supplier: Supplier::Hub {
                 rx,
-                slot,
+                detachment,
                 hub: Arc::clone(hub),
             },
             source: Arc::clone(hub.source()),
@@ -92,7 +94,7 @@ impl Feed {
         resume_wait: Duration,
     ) -> Result<Feed, Error> {
         Ok(Feed {
-            supply: Supply::Own(Box::new(Own {
+            supplier: Supplier::OwnConsumer(Box::new(OwnConsumer {
                 reader: source.open(start).await?,
                 pending: VecDeque::new(),
                 from: None,
@@ -111,20 +113,24 @@ impl Feed {
     /// could not be reopened. Cancel-safe: a cancelled call loses no entry.
     pub async fn next(&mut self) -> Result<Option<Entry>, Error> {
         loop {
-            let outcome = match &mut self.supply {
-                Supply::Shared { rx, slot, hub } => match rx.recv().await {
+            let outcome = match &mut self.supplier {
+                Supplier::Hub {
+                    rx,
+                    detachment,
+                    hub,
+                } => match rx.recv().await {
                     Some(entry) => Ok(Some(entry)),
                     None => {
                         // The hub let go: everything it queued was taken above.
-                        if let Some(failure) = slot.failure() {
+                        if let Some(failure) = detachment.failure() {
                             if let Some(offset) = failure.next_offset {
                                 self.next_at = self.next_at.max(Some((offset, 0)));
                             }
                             Err(failure.reason)
-                        } else if let Some((offset, index)) = slot.resume_at() {
+                        } else if let Some((offset, index)) = detachment.resume_at() {
                             match hub.source().open(StreamStart::Offset(offset)).await {
                                 Ok(reader) => {
-                                    self.supply = Supply::Own(Box::new(Own {
+                                    self.supplier = Supplier::OwnConsumer(Box::new(OwnConsumer {
                                         reader,
                                         pending: VecDeque::new(),
                                         from: Some((offset, index)),
@@ -143,12 +149,12 @@ impl Feed {
                         }
                     }
                 },
-                Supply::Own(own) => match own.next(&mut self.latest).await {
+                Supplier::OwnConsumer(own) => match own.next(&mut self.latest).await {
                     Ok(Some(entry)) => Ok(Some(entry)),
                     Ok(None) => Err("RabbitMQ cancelled the history stream consumer".to_owned()),
                     Err(error) => Err(error.to_string()),
                 },
-                Supply::Lost { .. } => {
+                Supplier::Lost { .. } => {
                     self.recover().await?;
                     continue;
                 }
@@ -160,7 +166,7 @@ impl Feed {
                     } else {
                         (entry.offset, entry.index + 1)
                     });
-                    if let Supply::Shared { hub, .. } = &self.supply {
+                    if let Supplier::Hub { hub, .. } = &self.supplier {
                         self.latest = self.latest.max(hub.latest());
                     }
                     return Ok(Some(entry));
@@ -168,7 +174,7 @@ impl Feed {
                 Ok(None) => return Ok(None),
                 Err(reason) => {
                     warn!(%reason, at = ?self.next_at, "a tail's consumer failed; resuming once RabbitMQ is back");
-                    self.supply = Supply::Lost {
+                    self.supplier = Supplier::Lost {
                         reason,
                         since: Instant::now(),
                     };
@@ -180,7 +186,7 @@ impl Feed {
     /// Waits for the tail connection, then reopens a consumer of its own
     /// where the feed stopped. Gives up `resume_wait` after the failure.
     async fn recover(&mut self) -> Result<(), Error> {
-        let Supply::Lost { reason, since } = &self.supply else {
+        let Supplier::Lost { reason, since } = &self.supplier else {
             return Ok(());
         };
         let deadline = *since + self.resume_wait;
@@ -218,7 +224,7 @@ impl Feed {
             match opened {
                 Ok(reader) => {
                     info!(at = ?self.next_at, "a tail resumed after RabbitMQ came back");
-                    self.supply = Supply::Own(Box::new(Own {
+                    self.supplier = Supplier::OwnConsumer(Box::new(OwnConsumer {
                         reader,
                         pending: VecDeque::new(),
                         from,
@@ -237,23 +243,25 @@ impl Feed {
 
     /// Arrival time of the newest record this feed's consumer has read.
     pub fn latest(&self) -> Option<time::OffsetDateTime> {
-        match &self.supply {
-            Supply::Shared { hub, .. } => self.latest.max(hub.latest()),
+        match &self.supplier {
+            Supplier::Hub { hub, .. } => self.latest.max(hub.latest()),
             _ => self.latest,
         }
     }
 
     /// Cancels a consumer of its own, or leaves the hub.
     pub async fn close(self) {
-        match self.supply {
-            Supply::Own(own) => own.reader.close().await,
-            Supply::Shared { slot, hub, .. } => hub.leave(&slot),
-            Supply::Lost { .. } => {}
+        match self.supplier {
+            Supplier::OwnConsumer(own) => own.reader.close().await,
+            Supplier::Hub {
+                detachment, hub, ..
+            } => hub.leave(&detachment),
+            Supplier::Lost { .. } => {}
         }
     }
 }
 
-impl Own {
+impl OwnConsumer {
     async fn next(
         &mut self,
         latest: &mut Option<time::OffsetDateTime>,

@@ -39,12 +39,13 @@ struct State {
 struct Subscriber {
     filter: Arc<Filter>,
     tx: mpsc::Sender<Entry>,
-    slot: Arc<Slot>,
+    detachment: Arc<Detachment>,
 }
 
-/// What the hub tells a follower when it lets go of it.
+/// How the hub let go of a follower: where to resume, or why the hub failed.
+/// Written by the hub, read by the follower once its queue ends.
 #[derive(Debug, Default)]
-pub struct Slot {
+pub struct Detachment {
     /// Where to continue: the first matching entry it could not take.
     resume_at: Mutex<Option<(i64, u32)>>,
     /// The hub's consumer failed (the broker went away).
@@ -60,7 +61,7 @@ pub struct Failure {
     pub next_offset: Option<i64>,
 }
 
-impl Slot {
+impl Detachment {
     pub fn resume_at(&self) -> Option<(i64, u32)> {
         *lock(&self.resume_at)
     }
@@ -92,13 +93,13 @@ impl Hub {
     pub async fn subscribe(
         self: &Arc<Self>,
         filter: Arc<Filter>,
-    ) -> Result<(mpsc::Receiver<Entry>, Arc<Slot>), Error> {
+    ) -> Result<(mpsc::Receiver<Entry>, Arc<Detachment>), Error> {
         let (tx, rx) = mpsc::channel(self.capacity);
-        let slot = Arc::new(Slot::default());
+        let detachment = Arc::new(Detachment::default());
         let subscriber = Subscriber {
             filter,
             tx,
-            slot: Arc::clone(&slot),
+            detachment: Arc::clone(&detachment),
         };
         let _starting = self.starting.lock().await;
         // Joining a running hub and the hub retiring both happen under the
@@ -107,7 +108,7 @@ impl Hub {
             let mut state = lock(&self.state);
             if state.running {
                 state.followers.push(subscriber);
-                return Ok((rx, slot));
+                return Ok((rx, detachment));
             }
         }
         let reader = self.source.open(StreamStart::Next).await?;
@@ -118,7 +119,7 @@ impl Hub {
         }
         tokio::spawn(Arc::clone(self).run(reader));
         info!("live tail hub started");
-        Ok((rx, slot))
+        Ok((rx, detachment))
     }
 
     /// Reads the stream and fans out until no follower is left or the
@@ -154,7 +155,7 @@ impl Hub {
             let mut state = lock(&self.state);
             state.running = false;
             for follower in state.followers.drain(..) {
-                *lock(&follower.slot.failed) = Some(Failure {
+                *lock(&follower.detachment.failed) = Some(Failure {
                     reason: reason.clone(),
                     next_offset,
                 });
@@ -165,10 +166,10 @@ impl Hub {
     }
 
     /// A follower is done: forget it, and let the consumer stop if it was the last.
-    pub fn leave(&self, slot: &Arc<Slot>) {
+    pub fn leave(&self, detachment: &Arc<Detachment>) {
         lock(&self.state)
             .followers
-            .retain(|f| !Arc::ptr_eq(&f.slot, slot));
+            .retain(|f| !Arc::ptr_eq(&f.detachment, detachment));
         self.left.notify_one();
     }
 
@@ -207,7 +208,7 @@ impl Hub {
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         // Let go; the follower continues on its own from here.
-                        *lock(&follower.slot.resume_at) = Some((entry.offset, entry.index));
+                        *lock(&follower.detachment.resume_at) = Some((entry.offset, entry.index));
                         debug!(
                             offset = entry.offset,
                             "a slow follower was detached from the hub"

@@ -1,8 +1,24 @@
 //! loggate: a gRPC logging gateway in front of RabbitMQ.
 //!
-//! Layers, with dependencies pointing one way (see README.md, "Architecture"):
-//! `api` → `record`, `broker`, `tail`; `tail` → `broker`, `record`; `broker` → `record`;
-//! `record` → the generated wire types.
+//! Dependencies point one way, down this list (ARCHITECTURE.md has the map):
+//!
+//! - `server` → `config`, `api`, `ingest`, `broker`, `spool`: assembles the
+//!   gateway and runs it; `main.rs` and the tests call `server::run`.
+//! - `config` → the settings types of `api`, `broker`, `spool`, `record`: each
+//!   group of `serve` flags builds the settings of the module it configures.
+//! - `api` → `ingest`, `tail`, `record`; → `broker` only for the consuming side
+//!   (`StreamSource`, `StreamStart`), and → `broker`, `spool`, `ingest` errors
+//!   in `api::status`, the one mapping to gRPC status.
+//! - `ingest` → `broker`, `spool`, `record`: where an accepted record goes.
+//! - `tail` → `broker`, `record`; `spool` → `broker` (its drainer publishes),
+//!   `record`.
+//! - `broker` → `record`: the only module that speaks AMQP (lapin).
+//! - `record` → the generated wire types (`proto`) only: pure functions.
+//! - `sync` → nothing; `cli` (the client subcommands) → `config`, `record`,
+//!   `proto`, never the server side.
+//!
+//! `auth` (tokens, principals, scopes) and `tls` (issue 10) are being added:
+//! a layer in front of the LogGateway service, wired in by `server`.
 
 pub mod api;
 pub mod auth;

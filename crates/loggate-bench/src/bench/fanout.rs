@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient, tail_request::Start};
+use loggate::sync::lock;
 
 use super::{cleanup, report};
 use crate::config::{BenchArgs, BenchMode};
@@ -128,9 +129,7 @@ async fn fan_out(
                     Some(Ok(response)) => {
                         if let Some(pb::tail_response::Event::Record(record)) = response.event {
                             let now = Instant::now();
-                            log.lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .push((record.id, now));
+                            lock(&log).push((record.id, now));
                         }
                     }
                     _ => return,
@@ -196,12 +195,10 @@ async fn fan_out(
     let expected: Vec<usize> = (0..followers).map(expected_for).collect();
     let deadline = Instant::now() + Duration::from_secs(15) + args.pause_one.unwrap_or_default();
     loop {
-        let done = received.iter().zip(&expected).all(|(log, want)| {
-            log.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len()
-                >= *want
-        });
+        let done = received
+            .iter()
+            .zip(&expected)
+            .all(|(log, want)| lock(log).len() >= *want);
         if done || Instant::now() > deadline {
             break;
         }
@@ -213,9 +210,7 @@ async fn fan_out(
     let (mut lost, mut duplicated, mut delivered) = (0usize, 0usize, 0usize);
     let mut latencies = Vec::new();
     for (i, log) in received.iter().enumerate() {
-        let log = log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log = lock(log);
         let paused = i == 0 && args.pause_one.is_some();
         let mut unique = HashSet::new();
         let mut copies = 0;

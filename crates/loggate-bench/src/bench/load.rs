@@ -16,6 +16,7 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::transport::Channel;
 
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
+use loggate::sync::lock;
 
 use crate::config::BenchMode;
 use crate::error::Error;
@@ -173,10 +174,7 @@ async fn stream(
                     seq,
                     records: records(&template, n),
                 };
-                sent_at
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(Instant::now());
+                lock(&sent_at).push(Instant::now());
                 if tx.send(request).await.is_err() {
                     return seq;
                 }
@@ -205,11 +203,7 @@ async fn stream(
                 break;
             }
         };
-        let sent = sent_at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(answer.seq as usize)
-            .copied();
+        let sent = lock(&sent_at).get(answer.seq as usize).copied();
         if let Some(sent) = sent {
             outcome.latencies.push(sent.elapsed());
         }

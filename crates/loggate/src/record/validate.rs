@@ -1,5 +1,8 @@
 //! Validation at the edge: a wire `LogRecord` becomes a [`Record`], or an
 //! [`Invalid`] naming the field and what is wrong with it.
+//!
+//! Longer than most modules only because half of it is its unit tests: one
+//! per rule, kept beside the rules they specify.
 
 use std::fmt;
 

@@ -8,7 +8,8 @@ use std::{path::Path, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{segment, write_cursor, Shared};
+use super::cursor::write_cursor;
+use super::{segment, Shared};
 use crate::broker::Publisher;
 use crate::record::Record;
 

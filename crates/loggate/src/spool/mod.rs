@@ -13,6 +13,7 @@
 //! Memory stays small however much is spooled: records live on disk and the
 //! drainer reads a chunk at a time.
 
+mod cursor;
 mod drain;
 mod recover;
 mod segment;
@@ -22,7 +23,7 @@ use std::{
     collections::VecDeque,
     fs::File,
     io,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -36,6 +37,7 @@ use tracing::info;
 use crate::broker::Publisher;
 use crate::record::Record;
 use crate::sync::lock;
+use cursor::{write_cursor, CURSOR};
 
 /// The spool layer's error. Mapped to gRPC status in `api::status`.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +81,6 @@ const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// Largest segment file [`SpoolSettings::new`] chooses.
 const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 
-/// Name of the file holding the drainer's position.
-const CURSOR: &str = "cursor";
 /// Name of the lock file that keeps two gateways out of one spool.
 const LOCK: &str = "lock";
 
@@ -309,34 +309,6 @@ impl Appended {
             Err(_) => Err(Error::Closed),
         }
     }
-}
-
-/// Records the drainer's position: segment `seq`, byte `offset`. Written
-/// to a temporary file and renamed, so the cursor is always whole.
-fn write_cursor(dir: &Path, seq: u64, offset: u64, sync: bool) -> io::Result<()> {
-    let temporary = dir.join(format!("{CURSOR}.tmp"));
-    let text = format!("{seq} {offset}\n");
-    {
-        let mut file = File::create(&temporary)?;
-        io::Write::write_all(&mut file, text.as_bytes())?;
-        if sync {
-            file.sync_all()?;
-        }
-    }
-    std::fs::rename(&temporary, dir.join(CURSOR))?;
-    if sync {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// The drainer's last recorded position, if there is a readable one.
-fn read_cursor(dir: &Path) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(dir.join(CURSOR)).ok()?;
-    let mut parts = text.split_whitespace();
-    let seq = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    Some((seq, offset))
 }
 
 #[cfg(test)]

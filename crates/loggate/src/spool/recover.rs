@@ -6,7 +6,8 @@ use std::{io, path::Path};
 
 use tracing::warn;
 
-use super::{read_cursor, segment, SegmentState, State, CURSOR};
+use super::cursor::{read_cursor, CURSOR};
+use super::{segment, SegmentState, State};
 
 /// What an existing spool directory holds.
 pub(super) struct Recovered {
@@ -90,7 +91,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::spool::{segment, write_cursor};
+    use crate::spool::{cursor::write_cursor, segment};
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(

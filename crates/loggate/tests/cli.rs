@@ -295,8 +295,7 @@ async fn serve_exits_non_zero_naming_the_broker_when_it_never_answers() {
 #[tokio::test]
 async fn serve_exits_zero_on_sigterm() {
     let (exchange, history, _names) = fresh_names();
-    // The log is plain text when stderr is not a terminal; the helper reads
-    // the bound address from its "serving" line.
+    // The helper learns the bound address through --address-file.
     let (mut child, url) = serve_on(&exchange, &history).await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 

@@ -68,6 +68,7 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(config) => {
+            let shutdown = shutdown_signal();
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -76,7 +77,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 write_address_file(path, address)
                     .with_context(|| format!("--address-file {}", path.display()))?;
             }
-            loggate::server::run(listener, config, shutdown_signal()).await?;
+            loggate::server::run(listener, config, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(args) => Ok(loggate::cli::log::run(args).await?),
@@ -96,26 +97,36 @@ fn write_address_file(
     std::fs::rename(&partial, path)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a supervisor (or a test) may
+/// send SIGTERM as soon as the address file appears, before the gateway has
+/// connected to RabbitMQ, and that must still be an orderly shutdown.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async fn received(signal: std::io::Result<Signal>) {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
                 }
+                // Not listening for this one: only the other can stop us.
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = interrupt.await;
+        }
+        async move {
+            tokio::select! {
+                () = received(interrupt) => {}
+                () = received(terminate) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -12,15 +12,19 @@ use rcgen::{
 /// A certificate and its key, as PEM files.
 #[derive(Debug, Clone)]
 pub struct CertFiles {
+    /// The certificate (PEM).
     pub cert: PathBuf,
+    /// Its private key (PEM).
     pub key: PathBuf,
 }
 
 impl CertFiles {
+    /// The certificate's PEM text.
     pub fn cert_pem(&self) -> Vec<u8> {
         std::fs::read(&self.cert).expect("certificate readable")
     }
 
+    /// The key's PEM text.
     pub fn key_pem(&self) -> Vec<u8> {
         std::fs::read(&self.key).expect("key readable")
     }
@@ -93,7 +97,9 @@ impl TestPki {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -109,6 +115,7 @@ impl TestPki {
         files
     }
 
+    /// Where the files are.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -6,12 +6,12 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser as _;
 use loggate::{config::ServeConfig, proto::v1::log_gateway_client::LogGatewayClient, server};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-use crate::{unique, Names, AMQP_URL, WAIT};
+use crate::{unique, CertFiles, Names, AMQP_URL, WAIT};
 
 /// gRPC health's SERVING, as the `status` field carries it.
 pub const SERVING: i32 = ServingStatus::Serving as i32;
@@ -32,6 +32,8 @@ pub struct Gateway {
     task: Option<JoinHandle<Result<(), server::Error>>>,
     /// Deleted when the gateway is dropped, unless taken.
     names: Option<Names>,
+    /// How its clients connect, when it serves TLS.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Gateway {
@@ -61,7 +63,33 @@ impl Gateway {
         Gateway::launch(AMQP_URL, names, extra, true).await
     }
 
+    /// Starts a gateway serving TLS (`extra` holds its `--tls-*` flags);
+    /// its clients trust `ca` (PEM), connect to it as `localhost`, and
+    /// present `identity` when given (a gateway with `--tls-client-ca`
+    /// admits no connection without one).
+    pub async fn start_tls(extra: &[&str], ca: &[u8], identity: Option<&CertFiles>) -> Gateway {
+        let names = Names {
+            exchanges: vec![unique("x")],
+            queues: vec![unique("history")],
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some(files) = identity {
+            tls = tls.identity(Identity::from_pem(files.cert_pem(), files.key_pem()));
+        }
+        Gateway::launch_with(AMQP_URL, names, extra, true, Some(tls)).await
+    }
+
     async fn launch(amqp_url: &str, names: Names, extra: &[&str], serving: bool) -> Gateway {
+        Gateway::launch_with(amqp_url, names, extra, serving, None).await
+    }
+
+    async fn launch_with(
+        amqp_url: &str,
+        names: Names,
+        extra: &[&str],
+        serving: bool,
+        tls: Option<ClientTlsConfig>,
+    ) -> Gateway {
         let exchange = names.exchanges[0].clone();
         let history_queue = names.queues[0].clone();
         let instance = unique("gw");
@@ -94,6 +122,7 @@ impl Gateway {
             stop: Some(stop),
             task: Some(task),
             names: Some(names),
+            tls,
         };
         gateway.wait_until_answering(serving).await;
         gateway
@@ -104,25 +133,33 @@ impl Gateway {
         self.names.take().expect("names not taken twice")
     }
 
-    /// The gateway's gRPC URL, `http://127.0.0.1:PORT`.
+    /// The gateway's gRPC URL: `http://127.0.0.1:PORT`, or
+    /// `https://localhost:PORT` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        match self.tls {
+            None => format!("http://{}", self.address),
+            Some(_) => format!("https://localhost:{}", self.address.port()),
+        }
     }
 
     /// A LogGateway client connected to the gateway.
     pub async fn client(&self) -> LogGatewayClient<Channel> {
-        LogGatewayClient::connect(self.url())
-            .await
-            .expect("connect to the gateway")
+        LogGatewayClient::new(self.channel().await)
     }
 
-    /// A plain gRPC channel to the gateway, for any client.
+    /// A gRPC channel to the gateway (over TLS when it serves TLS), for any client.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect")
+        self.endpoint().connect().await.expect("connect")
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        let endpoint = Channel::from_shared(self.url()).expect("url");
+        match &self.tls {
+            None => endpoint,
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .expect("client TLS configuration"),
+        }
     }
 
     /// A gRPC health client connected to the gateway.
@@ -147,11 +184,7 @@ impl Gateway {
     async fn wait_until_answering(&self, serving: bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(channel) = Channel::from_shared(self.url())
-                .expect("url")
-                .connect()
-                .await
-            {
+            if let Ok(channel) = self.endpoint().connect().await {
                 let check = HealthClient::new(channel)
                     .check(HealthCheckRequest {
                         service: String::new(),

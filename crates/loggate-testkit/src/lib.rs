@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod certs;
 mod fixture;
 mod gateway;
 mod history;
@@ -18,6 +19,7 @@ mod process;
 mod rabbitmq;
 mod wait;
 
+pub use certs::{CertFiles, TestPki};
 pub use fixture::record;
 pub use gateway::{Gateway, NOT_SERVING, SERVING};
 pub use history::{history, next_record};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use loggate::config::{Cli, Command};
+use loggate::config::{Cli, Command, TokenCommand};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -82,6 +82,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Log(args) => Ok(loggate::cli::log::run(args).await?),
         Command::Tail(args) => Ok(loggate::cli::tail::run(args).await?),
+        Command::Token(args) => match &args.command {
+            TokenCommand::New(new) => Ok(loggate::cli::token::new(new)?),
+        },
     }
 }
 

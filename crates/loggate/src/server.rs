@@ -1,24 +1,28 @@
-//! Assembles the gateway, in four steps that `run` names: connect (spool
-//! and broker connections), build the services (LogGateway, health,
-//! reflection), serve, shut down in order.
+//! Assembles the gateway, in the steps that `run` names: secure (the auth
+//! file and TLS, checked before anything connects), connect (spool and
+//! broker connections), build the services (LogGateway behind
+//! authentication, health, reflection), serve, shut down in order.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    service::Routes,
+    service::{interceptor::InterceptedService, Routes},
     transport::{server::TcpIncoming, Server},
 };
 use tonic_health::{server::HealthReporter, ServingStatus};
 use tracing::{info, warn};
 
-use crate::api::{Gateway, GatewaySettings};
+use crate::api::{Authenticate, Gateway, GatewaySettings};
+use crate::auth::{self, Auth};
 use crate::broker::{self, Brokers, FirstConnect, Publisher, StreamSource};
 use crate::config::ServeConfig;
 use crate::ingest::Ingest;
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
 use crate::spool::{self, Spool};
+use crate::tls::{self, ServerTls};
 
 /// The gRPC service name that health reports on, besides the overall "".
 const SERVICE_NAME: &str = "loggate.v1.LogGateway";
@@ -42,6 +46,16 @@ pub enum Error {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+    #[error("--tls-cert: {0}")]
+    Tls(#[from] tls::Error),
+    #[error(
+        "refusing to serve without authentication on {0}, which is not a loopback address: \
+         give --auth-file FILE (see `loggate token new`), or --allow-unauthenticated to accept \
+         anyone who can reach the port"
+    )]
+    Unprotected(SocketAddr),
 }
 
 /// Runs the gateway on an already-bound `listener` until `shutdown` resolves,
@@ -53,9 +67,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let instance = config.server.instance_name();
+    let security = secure(&config, listener.local_addr().ok())?;
     let backends = connect(&config, &instance).await?;
     let stop = CancellationToken::new();
-    let (routes, health) = build_services(&config, &backends, instance.clone(), stop.clone())?;
+    let (routes, health) = build_services(
+        &config,
+        &backends,
+        security.auth.clone(),
+        instance.clone(),
+        stop.clone(),
+    )?;
+    let reloading = tokio::spawn(reload_on_hangup(security.clone(), stop.clone()));
     let reporting = tokio::spawn(report_health(
         health,
         backends.publisher.connected(),
@@ -71,6 +93,7 @@ pub async fn run(
     info!(address = %address.map_or_else(|| "?".to_owned(), |a: SocketAddr| a.to_string()), %instance, broker = %backends.brokers, exchange = %config.rabbitmq.exchange, history = %config.history.history_queue, "serving");
     let served = serve(
         listener,
+        security.tls,
         routes,
         shutdown,
         config.server.shutdown_grace,
@@ -78,10 +101,79 @@ pub async fn run(
     )
     .await;
     stop.cancel();
-    let _ = reporting.await;
+    let _ = tokio::join!(reporting, reloading);
     shut_down(backends).await;
     info!("stopped");
     Ok(served?)
+}
+
+/// Who may call, and over what: both reloaded on SIGHUP.
+#[derive(Clone)]
+struct Security {
+    auth: Option<Arc<Auth>>,
+    tls: Option<Arc<ServerTls>>,
+}
+
+/// Step 0: reads the auth file and the TLS files, so a mistake in either
+/// stops the start before anything connects. Without an auth file the
+/// gateway serves anyone, which only a loopback listener (or an explicit
+/// `--allow-unauthenticated`) may do.
+fn secure(config: &ServeConfig, address: Option<SocketAddr>) -> Result<Security, Error> {
+    let flags = &config.security;
+    let auth = match &flags.auth_file {
+        Some(path) => Some(Arc::new(Auth::load(path)?)),
+        None => {
+            if let Some(address) = address.filter(|a| !a.ip().is_loopback()) {
+                if !flags.allow_unauthenticated {
+                    return Err(Error::Unprotected(address));
+                }
+                warn!(%address, "serving without authentication (--allow-unauthenticated)");
+            }
+            None
+        }
+    };
+    let tls = flags
+        .tls_files()
+        .map(ServerTls::load)
+        .transpose()?
+        .map(Arc::new);
+    Ok(Security { auth, tls })
+}
+
+/// Reloads the auth file and the TLS files on every SIGHUP until `stop`. A
+/// file that fails to load is reported and the one in force stays.
+async fn reload_on_hangup(security: Security, stop: CancellationToken) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            warn!(%error, "cannot listen for SIGHUP: reloading is off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => if received.is_none() { return },
+            () = stop.cancelled() => return,
+        }
+        if let Some(auth) = &security.auth {
+            match auth.reload() {
+                Ok(principals) => {
+                    info!(principals, file = %auth.path().display(), "auth file reloaded")
+                }
+                Err(error) => {
+                    warn!(%error, "auth file not reloaded; the previous one stays in force")
+                }
+            }
+        }
+        if let Some(tls) = &security.tls {
+            match tls.reload() {
+                Ok(()) => info!("TLS certificate reloaded; new connections use it"),
+                Err(error) => {
+                    warn!(%error, "TLS files not reloaded; the previous ones stay in force")
+                }
+            }
+        }
+    }
 }
 
 /// What the gateway stands on: the spool, if configured, and the two broker
@@ -95,7 +187,7 @@ struct Backends {
 
 /// Step 1: opens the spool and connects to RabbitMQ, declaring the topology.
 async fn connect(config: &ServeConfig, instance: &str) -> Result<Backends, Error> {
-    let brokers = Brokers::parse(&config.rabbitmq.broker.amqp_url).map_err(Error::AmqpUrl)?;
+    let brokers = config.rabbitmq.brokers().map_err(Error::AmqpUrl)?;
     let spool = match config.spool.settings() {
         Some(settings) => {
             let dir = settings.dir.display().to_string();
@@ -137,14 +229,12 @@ async fn connect(config: &ServeConfig, instance: &str) -> Result<Backends, Error
 }
 
 /// Step 2: the gRPC services, and the health reporter that `report_health`
-/// keeps current.
-///
-/// Request-level layers belong here: an interceptor in front of the
-/// LogGateway service (authentication, issue 10) wraps `gateway` before it
-/// is added. Health and reflection stay open.
+/// keeps current. The LogGateway service is behind authentication; health
+/// and reflection stay open (load balancers and grpcurl need them).
 fn build_services(
     config: &ServeConfig,
     backends: &Backends,
+    auth: Option<Arc<Auth>>,
     instance: String,
     stop: CancellationToken,
 ) -> Result<(Routes, HealthReporter), Error> {
@@ -162,7 +252,10 @@ fn build_services(
         },
         stop,
     );
-    let gateway = LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let gateway = InterceptedService::new(
+        LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES),
+        Authenticate::new(auth),
+    );
 
     // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Each version's
     // listing names every service served: ours, health, and both reflections
@@ -190,6 +283,7 @@ fn build_services(
 /// `grace` to finish.
 async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     routes: Routes,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -197,19 +291,25 @@ async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     // Without TCP_NODELAY a response's frames wait for the client's delayed
     // ACK (Nagle): 40 ms per pipelined call. Keepalive notices vanished peers.
-    // TLS (issue 10) wraps these connections, before the server sees them.
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
-    let serving = Server::builder()
+    let server = Server::builder()
         // Flow control is LogStream's backpressure: a window of 256 KiB per
         // stream (about a thousand typical records) keeps what a stream can
         // park in the gateway small, and is still far above the bandwidth-delay
         // product of a data-centre link. hyper's default is 1 MiB.
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+        .add_routes(routes);
+    let stopped = stop.clone().cancelled_owned();
+    // With TLS the server sees connections only once their handshake is done.
+    let serving: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match tls {
+        Some(tls) => Box::pin(
+            server.serve_with_incoming_shutdown(tls.incoming(incoming, stop.clone()), stopped),
+        ),
+        None => Box::pin(server.serve_with_incoming_shutdown(incoming, stopped)),
+    };
     tokio::pin!(serving);
     tokio::select! {
         served = &mut serving => served,

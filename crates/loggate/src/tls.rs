@@ -173,7 +173,10 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, Error> {
 }
 
 /// Every certificate in a PEM file; none is an error.
-pub fn certificates(path: &Path, flag: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub fn certificates(
+    path: &Path,
+    flag: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
     let file_error = |reason: String| Error::File {
         flag,
         path: path.display().to_string(),

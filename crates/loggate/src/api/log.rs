@@ -3,7 +3,9 @@
 use time::OffsetDateTime;
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
+use super::auth::caller;
 use super::Gateway;
+use crate::auth::{Caller, Denied};
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Invalid, Record, TraceParent};
 
@@ -11,14 +13,16 @@ pub(super) async fn log(
     gateway: &Gateway,
     request: Request<pb::LogRequest>,
 ) -> Result<Response<pb::LogResponse>, Status> {
+    let caller = caller(&request)?;
     let traceparent = traceparent(request.metadata());
     let input = request
         .into_inner()
         .record
         .ok_or_else(|| Invalid::new("record", "is required"))?;
-    let record = acceptance(gateway, traceparent.as_ref())
+    let record = acceptance(gateway, &caller, traceparent.as_ref())
         .accept(input)
         .map_err(|e| e.within("record"))?;
+    permitted(&caller, &record, "record")?;
     let delivered = gateway
         .ingest
         .deliver(std::slice::from_ref(&record))
@@ -33,10 +37,12 @@ pub(super) async fn log_batch(
     gateway: &Gateway,
     request: Request<pb::LogBatchRequest>,
 ) -> Result<Response<pb::LogBatchResponse>, Status> {
+    let caller = caller(&request)?;
     let traceparent = traceparent(request.metadata());
     let inputs = request.into_inner().records;
     let records = accept_batch(
-        &acceptance(gateway, traceparent.as_ref()),
+        &acceptance(gateway, &caller, traceparent.as_ref()),
+        &caller,
         inputs,
         gateway.calls.max_batch.get(),
     )?;
@@ -47,13 +53,14 @@ pub(super) async fn log_batch(
     }))
 }
 
-/// Validates every record of a batch before any is published; the error names
-/// the record's index.
+/// Validates every record of a batch, and checks the caller may write each,
+/// before any is published; the error names the record's index.
 pub(super) fn accept_batch(
     acceptance: &Acceptance<'_>,
+    caller: &Caller,
     inputs: Vec<pb::LogRecord>,
     max_batch: usize,
-) -> Result<Vec<Record>, Invalid> {
+) -> Result<Vec<Record>, Status> {
     if inputs.len() > max_batch {
         return Err(Invalid::new(
             "records",
@@ -61,26 +68,43 @@ pub(super) fn accept_batch(
                 "{} records, more than the limit of {max_batch} (--max-batch)",
                 inputs.len()
             ),
-        ));
+        )
+        .into());
     }
     inputs
         .into_iter()
         .enumerate()
         .map(|(i, input)| {
-            acceptance
-                .accept(input)
-                .map_err(|e| e.within(&format!("records[{i}]")))
+            let at = format!("records[{i}]");
+            let record = acceptance.accept(input).map_err(|e| e.within(&at))?;
+            permitted(caller, &record, &at)?;
+            Ok(record)
         })
         .collect()
 }
 
+/// PERMISSION_DENIED unless the caller's `log` scope covers the record's service.
+fn permitted(caller: &Caller, record: &Record, at: &str) -> Result<(), Denied> {
+    if caller.may_log(&record.service) {
+        Ok(())
+    } else {
+        Err(Denied::Log {
+            field: format!("{at}.service"),
+            principal: caller.name().to_owned(),
+            service: record.service.clone(),
+        })
+    }
+}
+
 pub(super) fn acceptance<'a>(
     gateway: &'a Gateway,
+    caller: &'a Caller,
     traceparent: Option<&'a TraceParent>,
 ) -> Acceptance<'a> {
     Acceptance {
         received_time: OffsetDateTime::now_utc(),
         gateway: &gateway.instance,
+        principal: caller.name(),
         traceparent,
         limits: gateway.calls.record,
     }

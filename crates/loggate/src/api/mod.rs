@@ -1,6 +1,7 @@
 //! The gRPC services, kept thin: decode, validate at the edge, call the broker
 //! layer, map errors (in `status`, and only there). No lapin types here.
 
+mod auth;
 mod log;
 mod status;
 mod stream;
@@ -11,6 +12,8 @@ use std::{num::NonZeroUsize, pin::Pin, sync::Arc, time::Duration};
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+
+pub use auth::Authenticate;
 
 use crate::broker::StreamSource;
 use crate::ingest::Ingest;

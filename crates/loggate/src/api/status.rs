@@ -1,6 +1,7 @@
 //! The one mapping from our errors to gRPC status codes.
 //!
-//! Validation → INVALID_ARGUMENT naming the field; unroutable → FAILED_PRECONDITION;
+//! Unknown credentials → UNAUTHENTICATED; a service outside the caller's
+//! scope → PERMISSION_DENIED naming it; validation → INVALID_ARGUMENT naming the field; unroutable → FAILED_PRECONDITION;
 //! nack, confirm timeout, lost connection, shutting down → UNAVAILABLE;
 //! spool full → RESOURCE_EXHAUSTED; a disk error while spooling → UNAVAILABLE.
 //! Messages never carry the AMQP URL (broker errors name only host:port).
@@ -8,10 +9,23 @@
 use tonic::Status;
 use tracing::warn;
 
+use crate::auth;
 use crate::broker;
 use crate::ingest;
 use crate::record::Invalid;
 use crate::spool;
+
+impl From<auth::Unauthenticated> for Status {
+    fn from(refusal: auth::Unauthenticated) -> Status {
+        Status::unauthenticated(refusal.to_string())
+    }
+}
+
+impl From<auth::Denied> for Status {
+    fn from(denied: auth::Denied) -> Status {
+        Status::permission_denied(denied.to_string())
+    }
+}
 
 impl From<Invalid> for Status {
     fn from(invalid: Invalid) -> Status {

@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
+use super::auth::caller;
 use super::log::{accept_batch, traceparent};
 use super::{Gateway, LogStreamStream};
+use crate::auth::Caller;
 use crate::ingest::{Ingest, Reservation, Sequence};
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, TraceParent};
@@ -32,11 +34,13 @@ pub(super) async fn log_stream(
     gateway: &Gateway,
     request: Request<Streaming<pb::LogStreamRequest>>,
 ) -> Result<Response<LogStreamStream>, Status> {
+    let caller = caller(&request)?;
     let stream_inflight = gateway.calls.stream_inflight.get();
     let call = StreamCall {
         ingest: Arc::clone(&gateway.ingest),
         sequence: gateway.ingest.sequence(),
         instance: gateway.instance.clone(),
+        caller,
         limits: gateway.calls.record,
         max_batch: gateway.calls.max_batch.get(),
         traceparent: traceparent(request.metadata()),
@@ -60,6 +64,8 @@ struct StreamCall {
     /// Every request of this stream is handed over in this order.
     sequence: Sequence,
     instance: String,
+    /// Who is calling: stamped on the records, and what they may write.
+    caller: Caller,
     limits: Limits,
     max_batch: usize,
     traceparent: Option<TraceParent>,
@@ -150,13 +156,15 @@ impl StreamCall {
         let acceptance = Acceptance {
             received_time: OffsetDateTime::now_utc(),
             gateway: &self.instance,
+            principal: self.caller.name(),
             traceparent: self.traceparent.as_ref(),
             limits: self.limits,
         };
-        let records = match accept_batch(&acceptance, request.records, self.max_batch) {
+        let records = match accept_batch(&acceptance, &self.caller, request.records, self.max_batch)
+        {
             Ok(records) => records,
-            Err(invalid) => {
-                let _ = answers.send(Ok(refusal(seq, invalid.into()))).await;
+            Err(refused) => {
+                let _ = answers.send(Ok(refusal(seq, refused))).await;
                 return;
             }
         };

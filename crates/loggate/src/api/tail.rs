@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info_span, Instrument};
 
+use super::auth::caller;
 use super::{Gateway, TailStream};
+use crate::auth::Denied;
 use crate::broker::StreamStart;
 use crate::proto::v1 as pb;
 use crate::record::{timestamp, Filter, Invalid, Record, ResumeToken};
@@ -25,6 +27,22 @@ pub(super) async fn tail(
     gateway: &Gateway,
     request: Request<pb::TailRequest>,
 ) -> Result<Response<TailStream>, Status> {
+    let caller = caller(&request)?;
+    let scope = caller.tail_scope();
+    if let Some((i, service)) = request
+        .get_ref()
+        .services
+        .iter()
+        .enumerate()
+        .find(|(_, service)| !scope.allows(service))
+    {
+        return Err(Denied::Tail {
+            field: format!("services[{i}]"),
+            principal: caller.name().to_owned(),
+            service: service.clone(),
+        }
+        .into());
+    }
     // Held by the follower until it ends.
     let place = Arc::clone(&gateway.open_tails)
         .try_acquire_owned()
@@ -35,7 +53,7 @@ pub(super) async fn tail(
             ))
         })?;
     let request = request.into_inner();
-    let filter = Arc::new(Filter::from_request(&request)?);
+    let filter = Arc::new(Filter::from_request(&request)?.within(scope));
     let queue = gateway.source.queue().to_owned();
     let start = Start::from_request(&request, &queue, OffsetDateTime::now_utc())?;
     let (feed, catch_up) = match start.position() {

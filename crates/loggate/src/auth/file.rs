@@ -21,8 +21,8 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::scope::Scope;
 use super::token::TokenHash;
+use crate::record::Scope;
 
 /// Longest principal name: it travels in every record's body and headers.
 const MAX_NAME_CHARS: usize = 128;
@@ -145,7 +145,7 @@ impl Principals {
 
 /// A principal's name is printed and sent as an AMQP header: a short,
 /// plain word.
-fn check_name(name: &str) -> Result<(), &'static str> {
+pub fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err("name must be 1..128 characters");
     }

@@ -7,7 +7,6 @@
 
 mod cert;
 mod file;
-mod scope;
 mod token;
 
 use std::{
@@ -16,9 +15,10 @@ use std::{
 };
 
 pub use cert::names_in_certificate;
-pub use file::{Principal, Principals};
-pub use scope::{Glob, Scope};
+pub use file::{check_name as check_principal_name, Principal, Principals};
 pub use token::{new_token, TokenHash};
+
+use crate::record::Scope;
 
 /// Why an auth file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,24 @@ pub enum Unauthenticated {
     UnknownToken,
     #[error("the client certificate names no known principal")]
     UnknownCertificate,
+}
+
+/// What an authenticated caller may not do (PERMISSION_DENIED).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("{field}: principal {principal:?} may not write as service {service:?}")]
+    Log {
+        /// Where the record sits in the request, e.g. `records[3].service`.
+        field: String,
+        principal: String,
+        service: String,
+    },
+    #[error("{field}: principal {principal:?} may not read service {service:?}")]
+    Tail {
+        field: String,
+        principal: String,
+        service: String,
+    },
 }
 
 /// The principals currently in force, replaced whole on reload.
@@ -239,7 +257,10 @@ mod tests {
         let (auth, path) = auth_with(FILE);
         std::fs::write(&path, "[[principal]]\nname = \"x\"").expect("write");
         let error = auth.reload().expect_err("invalid file");
-        assert!(error.to_string().contains("could never authenticate"), "{error}");
+        assert!(
+            error.to_string().contains("could never authenticate"),
+            "{error}"
+        );
         assert!(auth.authenticate(Some(b"Bearer test"), Vec::new).is_ok());
         std::fs::write(&path, "").expect("write");
         assert_eq!(auth.reload().expect("valid, empty"), 0);

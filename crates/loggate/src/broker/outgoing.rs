@@ -128,10 +128,15 @@ fn base_properties(record: &Record, content_type: &str) -> BasicProperties {
         .with_type("loggate.v1.LogRecord".into())
 }
 
+/// `service`, `level`, and `principal` when auth is on (the records packed
+/// into one message come from one call, so they share its principal).
 fn common_headers(record: &Record) -> FieldTable {
     let mut headers = FieldTable::default();
     headers.insert("service".into(), long_string(&record.service));
     headers.insert("level".into(), long_string(record.level.as_str()));
+    if !record.principal.is_empty() {
+        headers.insert("principal".into(), long_string(&record.principal));
+    }
     headers
 }
 

@@ -7,7 +7,7 @@ use crate::config::LogArgs;
 use crate::proto::v1 as pb;
 
 pub async fn run(args: LogArgs) -> Result<ExitCode, Error> {
-    let mut client = connect(&args.server.server).await?;
+    let mut client = connect(&args.server).await?;
     let record = pb::LogRecord {
         service: args.service,
         node: args.node.unwrap_or_default(),

@@ -1,13 +1,19 @@
-//! The client subcommands (`log`, `tail`): what a person at a terminal uses.
-//! Their errors are sentences, never panics or backtraces.
+//! The client subcommands (`log`, `tail`, `token`): what a person at a
+//! terminal uses. Their errors are sentences, never panics or backtraces.
 
 pub mod log;
 pub mod tail;
+pub mod token;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
 
+use crate::config::ServerArg;
 use crate::proto::v1::log_gateway_client::LogGatewayClient;
 
 /// How long the CLI waits to reach the gateway.
@@ -31,23 +37,94 @@ pub enum Error {
     },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
 }
 
-/// Connects to the gateway at `server`.
-pub async fn connect(server: &str) -> Result<LogGatewayClient<Channel>, Error> {
-    let endpoint = Endpoint::from_shared(server.to_owned()).map_err(|source| Error::BadServer {
-        server: server.to_owned(),
-        source,
-    })?;
+/// A LogGateway client that sends the `--token` with every call.
+pub type Client = LogGatewayClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Connects to the gateway `server` names: over TLS for `https://` (with
+/// `--tls-ca` and an optional client certificate), with `--token` on every call.
+pub async fn connect(server: &ServerArg) -> Result<Client, Error> {
+    let address = &server.server;
+    let token = server
+        .token
+        .as_deref()
+        .map(|token| {
+            format!("Bearer {token}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| Error::Usage("--token may only hold visible ASCII characters".into()))
+        })
+        .transpose()?;
+    let mut endpoint =
+        Endpoint::from_shared(address.clone()).map_err(|source| Error::BadServer {
+            server: address.clone(),
+            source,
+        })?;
+    let tls = address.starts_with("https://");
+    if !tls && (server.tls_ca.is_some() || server.tls_cert.is_some()) {
+        return Err(Error::Usage(format!(
+            "--tls-ca and --tls-cert need an https:// --server, not {address:?}"
+        )));
+    }
+    if tls {
+        endpoint = endpoint
+            .tls_config(client_tls(server)?)
+            .map_err(|source| Error::BadServer {
+                server: address.clone(),
+                source,
+            })?;
+    }
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .connect()
         .await
         .map_err(|error| Error::Unreachable {
-            server: server.to_owned(),
+            server: address.clone(),
             cause: innermost(&error),
         })?;
-    Ok(LogGatewayClient::new(channel))
+    Ok(LogGatewayClient::with_interceptor(
+        channel,
+        BearerToken(token),
+    ))
+}
+
+/// The client's TLS: the given CA or the system's roots, and its identity.
+fn client_tls(server: &ServerArg) -> Result<ClientTlsConfig, Error> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &server.tls_ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&server.tls_cert, &server.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        ));
+    }
+    Ok(tls)
 }
 
 /// The deepest error in a chain: the one that says what actually happened.

@@ -119,7 +119,7 @@ async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) 
         history_only: args.history_only,
     };
     let opened = async {
-        let mut client = connect(&args.server.server).await?;
+        let mut client = connect(&args.server).await?;
         client.tail(request).await.map_err(|status| Error::Refused {
             what: "the tail was refused",
             status,
@@ -204,7 +204,7 @@ fn retryable(error: &Error) -> bool {
             status.code(),
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::Internal
         ),
-        Error::BadServer { .. } | Error::Output(_) => false,
+        Error::BadServer { .. } | Error::Output(_) | Error::Usage(_) => false,
     }
 }
 

@@ -4,8 +4,9 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use crate::auth::{check_principal_name, new_token, Scope, TokenHash};
+use crate::auth::{check_principal_name, new_token, TokenHash};
 use crate::config::TokenNewArgs;
+use crate::record::Scope;
 
 use super::Error;
 
@@ -17,9 +18,15 @@ pub fn new(args: &TokenNewArgs) -> Result<ExitCode, Error> {
     let token = new_token().map_err(|e| Error::Usage(format!("no random source: {e}")))?;
     let block = principal_block(&args.name, &TokenHash::of(&token), &log, &tail);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "# The token, shown once: give it to the caller (authorization: Bearer <token>).")?;
+    writeln!(
+        out,
+        "# The token, shown once: give it to the caller (authorization: Bearer <token>)."
+    )?;
     writeln!(out, "# {token}")?;
-    writeln!(out, "# The principal, for --auth-file (only the token's hash is kept):")?;
+    writeln!(
+        out,
+        "# The principal, for --auth-file (only the token's hash is kept):"
+    )?;
     out.write_all(block.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,18 +1,76 @@
 //! The client subcommands' flags: `loggate log` and `loggate tail`.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::parse::{key_value, level, rfc3339};
 use crate::record::Level;
 
-/// Where the client subcommands find the gateway.
-#[derive(Debug, Clone, Args)]
+/// Where the client subcommands find the gateway, and how they prove who
+/// they are.
+#[derive(Clone, Args)]
 pub struct ServerArg {
-    /// The gateway's address.
+    /// The gateway's address: http://host:port, or https://host:port for TLS.
     #[arg(long, env = "LOGGATE_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
+
+    /// Bearer token sent as `authorization: Bearer <token>` (see `loggate token new`).
+    #[arg(long, env = "LOGGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Trust this CA (PEM) for an https:// --server (default: the system's roots).
+    #[arg(long, env = "LOGGATE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a gateway that requires mTLS; needs --tls-key.
+    #[arg(long, env = "LOGGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "LOGGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+// Hand-written so the token never reaches a log or a panic message.
+impl std::fmt::Debug for ServerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArg")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token (once) and the `[[principal]]` block with
+    /// its SHA-256, ready to paste into --auth-file.
+    New(TokenNewArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenNewArgs {
+    /// The principal's name, stamped on every record it writes.
+    #[arg(long)]
+    pub name: String,
+
+    /// A service it may write as (a glob: checkout, checkout-*, *); repeat for more.
+    #[arg(long)]
+    pub log: Vec<String>,
+
+    /// A service whose records it may read (a glob); repeat for more.
+    #[arg(long)]
+    pub tail: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

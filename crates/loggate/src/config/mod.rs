@@ -9,11 +9,13 @@
 
 pub mod client;
 mod parse;
+pub mod security;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
 
-pub use client::{LogArgs, Output, ServerArg, TailArgs};
+pub use client::{LogArgs, Output, ServerArg, TailArgs, TokenArgs, TokenCommand, TokenNewArgs};
+pub use security::SecurityArgs;
 pub use serve::{
     BrokerArg, HistoryArgs, LimitsArgs, ListenArgs, RabbitMqArgs, ServeConfig, SpoolArgs, TailsArgs,
 };
@@ -37,4 +39,6 @@ pub enum Command {
     Log(LogArgs),
     /// Follow records live.
     Tail(TailArgs),
+    /// Issue bearer tokens for --auth-file.
+    Token(TokenArgs),
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::traceparent::is_trace_id;
 use super::validate::{check_level, check_service, Invalid};
-use super::{Level, Record};
+use super::{Level, Record, Scope};
 use crate::proto::v1 as pb;
 
 /// A follower's criteria; every one that is set must match.
@@ -21,6 +21,9 @@ pub struct Filter {
     attributes: BTreeMap<String, String>,
     /// A substring of the message.
     contains: Option<String>,
+    /// The services the follower may read at all (its principal's `tail`
+    /// scope); `None`: every service.
+    scope: Option<Scope>,
 }
 
 impl Filter {
@@ -48,13 +51,25 @@ impl Filter {
             trace_id: non_empty(&request.trace_id),
             attributes: request.attributes.clone(),
             contains: non_empty(&request.contains),
+            scope: None,
         })
+    }
+
+    /// Lets through only services `scope` allows, on top of every other
+    /// criterion: a follower with no service filter sees exactly its scope.
+    pub fn within(mut self, scope: &Scope) -> Filter {
+        self.scope = (!scope.is_everything()).then(|| scope.clone());
+        self
     }
 
     /// Whether `record` passes every criterion. Cheapest checks first.
     pub fn matches(&self, record: &Record) -> bool {
         self.min_level.is_none_or(|min| record.level >= min)
             && (self.services.is_empty() || self.services.contains(&record.service))
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|scope| scope.allows(&record.service))
             && (self.nodes.is_empty() || self.nodes.contains(&record.node))
             && self
                 .trace_id

@@ -1,5 +1,5 @@
 //! The domain: a validated log record, its level, its routing key, its JSON body
-//! (the AMQP wire form), tail filters and W3C trace context. Pure functions only:
+//! (the AMQP wire form), tail filters, service scopes and W3C trace context. Pure functions only:
 //! nothing here touches the network.
 
 mod body;
@@ -8,6 +8,7 @@ mod filter;
 pub(crate) mod fixture;
 mod level;
 mod rfc3339;
+mod scope;
 mod token;
 mod traceparent;
 mod validate;
@@ -20,6 +21,7 @@ use time::OffsetDateTime;
 pub use body::{BodyError, NDJSON};
 pub use filter::Filter;
 pub use level::Level;
+pub use scope::{Glob, Scope};
 pub use token::ResumeToken;
 pub use traceparent::TraceParent;
 pub use validate::{Acceptance, Invalid, Limits};
@@ -62,6 +64,9 @@ pub struct Record {
     /// The instance name of the gateway that accepted the record.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    /// The authenticated principal that wrote it; empty when auth is off.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }
 
 impl Record {
@@ -90,6 +95,7 @@ impl From<Record> for crate::proto::v1::LogRecord {
             id: record.id,
             received_time: Some(timestamp(record.received_time)),
             gateway: record.gateway,
+            principal: record.principal,
         }
     }
 }
@@ -125,6 +131,7 @@ impl TryFrom<crate::proto::v1::LogRecord> for Record {
             trace_id: wire.trace_id,
             span_id: wire.span_id,
             gateway: wire.gateway,
+            principal: wire.principal,
         })
     }
 }

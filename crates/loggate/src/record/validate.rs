@@ -47,6 +47,8 @@ pub struct Acceptance<'a> {
     pub received_time: OffsetDateTime,
     /// The accepting gateway's instance name.
     pub gateway: &'a str,
+    /// The authenticated caller's name; empty when auth is off.
+    pub principal: &'a str,
     /// The call's W3C `traceparent`, if it carried a valid one.
     pub traceparent: Option<&'a TraceParent>,
     pub limits: Limits,
@@ -78,7 +80,8 @@ impl Invalid {
 
 impl Acceptance<'_> {
     /// Validates `input` and turns it into a stamped [`Record`]. Output-only
-    /// fields (`received_time`, `gateway`) on the input are ignored.
+    /// fields (`received_time`, `gateway`, `principal`) on the input are
+    /// ignored: a client cannot claim to be someone else.
     pub fn accept(&self, input: pb::LogRecord) -> Result<Record, Invalid> {
         let pb::LogRecord {
             time,
@@ -92,6 +95,7 @@ impl Acceptance<'_> {
             id,
             received_time: _,
             gateway: _,
+            principal: _,
         } = input;
 
         check_service(&service)?;
@@ -158,6 +162,7 @@ impl Acceptance<'_> {
             trace_id,
             span_id,
             gateway: self.gateway.to_owned(),
+            principal: self.principal.to_owned(),
         })
     }
 }

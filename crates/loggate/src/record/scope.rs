@@ -1,5 +1,6 @@
-//! Scopes: the services a principal may write as or read, as globs where `*`
-//! stands for any run of characters (`checkout`, `checkout-*`, `*`).
+//! Service scopes: sets of service names as globs where `*` stands for any
+//! run of characters (`checkout`, `checkout-*`, `*`). A principal's `log` and
+//! `tail` permissions are scopes, and a Tail filter can be limited to one.
 
 use std::fmt;
 

@@ -537,3 +537,180 @@ async fn a_non_loopback_listener_needs_an_auth_file_or_an_explicit_opt_out() {
     .await;
     drop(child);
 }
+
+/// Runs the `loggate` CLI; returns (exit code, stdout, stderr).
+async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(loggate_testkit::loggate_bin())
+        .args(args)
+        .env_remove("LOGGATE_TOKEN")
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("the CLI runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_token_from_loggate_token_new_works_from_the_cli_over_tls() {
+    let (code, printed, stderr) = cli(&[
+        "token", "new", "--name", "cli-user", "--log", "cli-*", "--tail", "cli-*",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let token = printed
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .find(|line| line.starts_with("lgt_"))
+        .expect("the token is printed")
+        .to_owned();
+    assert!(!printed.contains(&format!("token_sha256 = \"{token}\"")));
+    let block: String = printed
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let auth = AuthFile::new(&block);
+
+    let pki = TestPki::new("loggate test CA");
+    let server = pki.server("server");
+    let gateway = Gateway::start_tls(
+        &[
+            "--auth-file",
+            auth.path(),
+            "--tls-cert",
+            server.cert.to_str().expect("utf-8"),
+            "--tls-key",
+            server.key.to_str().expect("utf-8"),
+        ],
+        &pki.ca_pem(),
+        None,
+    )
+    .await;
+    let url = gateway.url();
+    let ca = pki.ca.to_str().expect("utf-8");
+
+    let (code, _, stderr) = cli(&[
+        "log",
+        "--server",
+        &url,
+        "--tls-ca",
+        ca,
+        "--service",
+        "cli-app",
+        "no token",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+
+    let (code, id, stderr) = cli(&[
+        "log",
+        "--server",
+        &url,
+        "--tls-ca",
+        ca,
+        "--token",
+        &token,
+        "--service",
+        "cli-app",
+        "signed in",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!id.trim().is_empty());
+
+    let (code, _, stderr) = cli(&[
+        "log",
+        "--server",
+        &url,
+        "--tls-ca",
+        ca,
+        "--token",
+        &token,
+        "--service",
+        "billing",
+        "x",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert!(stderr.contains("billing"), "{stderr}");
+
+    let (code, lines, stderr) = cli(&[
+        "tail",
+        "--server",
+        &url,
+        "--tls-ca",
+        ca,
+        "--token",
+        &token,
+        "--from-start",
+        "--history-only",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(lines.contains("cli-app"), "{lines}");
+    assert!(lines.contains("signed in"), "{lines}");
+    assert!(lines.trim_end().ends_with("by=cli-user"), "{lines}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones() {
+    let first = TestPki::new("first CA");
+    let second = TestPki::new("second CA");
+    let served = first.server("served");
+    let auth = AuthFile::new(&principal("svc", "svc-token", r#"["svc"]"#, "[]"));
+    let (exchange, history, _names) = fresh_names();
+    let (child, url) = serve_process(&[
+        "--auth-file",
+        auth.path(),
+        "--tls-cert",
+        served.cert.to_str().expect("utf-8"),
+        "--tls-key",
+        served.key.to_str().expect("utf-8"),
+        "--exchange",
+        &exchange,
+        "--history-queue",
+        &history,
+    ])
+    .await;
+    let address: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let mut before = tls_client(address, &first.ca_pem(), None)
+        .await
+        .expect("the first certificate is served");
+
+    // The operator's renewal: new files in place, then SIGHUP.
+    let renewed = second.server("renewed");
+    std::fs::copy(&renewed.cert, &served.cert).expect("replace the certificate");
+    std::fs::copy(&renewed.key, &served.key).expect("replace the key");
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs")
+        .success());
+    loggate_testkit::eventually_async("new connections get the renewed certificate", || {
+        let ca = second.ca_pem();
+        async move { tls_client(address, &ca, None).await.is_ok() }
+    })
+    .await;
+    assert!(
+        tls_client(address, &first.ca_pem(), None).await.is_err(),
+        "the old certificate is no longer served to new connections"
+    );
+    before
+        .log(bearer(
+            "svc-token",
+            log_request(record("svc", "same connection")),
+        ))
+        .await
+        .expect("a connection opened before the reload keeps working");
+    drop(child);
+}

@@ -208,7 +208,7 @@ fn retryable(error: &Error) -> bool {
     }
 }
 
-/// `time level service node message k=v…`; the node is `-` when absent, and
+/// `time level service node message k=v… [by=principal]`; the node is `-` when absent, and
 /// values with spaces are quoted so a line splits cleanly on whitespace.
 fn write_text(line: &mut Vec<u8>, record: &Record, colour: bool) {
     // Fixed width, milliseconds: columns line up; `--output json` keeps nanoseconds.
@@ -240,6 +240,11 @@ fn write_text(line: &mut Vec<u8>, record: &Record, colour: bool) {
         } else {
             let _ = write!(line, " {key}={value}");
         }
+    }
+    // Who wrote it, when the gateway authenticates callers: last, after the
+    // record's own attributes.
+    if !record.principal.is_empty() {
+        let _ = write!(line, " by={}", record.principal);
     }
 }
 

@@ -20,5 +20,6 @@ pub(crate) fn record() -> Record {
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         span_id: "00f067aa0ba902b7".into(),
         gateway: "gw-1".into(),
+        principal: String::new(),
     }
 }

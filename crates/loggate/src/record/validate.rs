@@ -296,6 +296,7 @@ mod tests {
         Acceptance {
             received_time: now(),
             gateway: "gw-1",
+            principal: "",
             traceparent: None,
             limits: Limits::default(),
         }
@@ -462,6 +463,7 @@ mod tests {
         let acceptance = Acceptance {
             received_time: now(),
             gateway: "gw",
+            principal: "",
             traceparent: Some(&tp),
             limits: Limits::default(),
         };

@@ -268,6 +268,48 @@ async fn tail_prints_text_lines() {
 }
 
 #[tokio::test]
+async fn tail_text_shows_terminal_escapes_instead_of_obeying_them() {
+    let gateway = Gateway::start(&[]).await;
+    gateway
+        .client()
+        .await
+        .log(pb::LogRequest {
+            record: Some(pb::LogRecord {
+                attributes: [("k\x1b[2J".into(), "v\x1b[0m".into())].into(),
+                ..record(
+                    "hostile",
+                    "\x1b[31mred \x1b]0;pwned\x07\n2023-11-14T22:13:20.005Z error admin - fake line",
+                )
+            }),
+        })
+        .await
+        .expect("accepted: a message may hold any text");
+    let out = output(&[
+        "tail",
+        "--server",
+        &gateway.url(),
+        "--from-start",
+        "--limit",
+        "1",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(!stdout.contains(['\x1b', '\x07']), "{stdout:?}");
+    assert_eq!(stdout.matches('\n').count(), 1, "one line: {stdout:?}");
+    assert!(
+        stdout.contains(
+            r" hostile - \e[31mred \e]0;pwned\u{7}\n2023-11-14T22:13:20.005Z error admin - fake line k\e[2J=v\e[0m"
+        ),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
 async fn serve_exits_non_zero_naming_the_broker_when_it_never_answers() {
     let out = output(&[
         "serve",

@@ -209,7 +209,9 @@ fn retryable(error: &Error) -> bool {
 }
 
 /// `time level service node message k=v… [by=principal]`; the node is `-` when absent, and
-/// values with spaces are quoted so a line splits cleanly on whitespace.
+/// values with spaces are quoted so a line splits cleanly on whitespace. Every field a client
+/// wrote goes through [`put_escaped`]: a record must not be able to drive the reader's
+/// terminal or forge a line of its own.
 fn write_text(line: &mut Vec<u8>, record: &Record, colour: bool) {
     // Fixed width, milliseconds: columns line up; `--output json` keeps nanoseconds.
     let time = record
@@ -224,28 +226,83 @@ fn write_text(line: &mut Vec<u8>, record: &Record, colour: bool) {
     } else {
         level
     };
-    let node = if record.node.is_empty() {
-        "-"
+    let _ = write!(line, "{time} {level} ");
+    put_escaped(line, &record.service, false);
+    line.push(b' ');
+    if record.node.is_empty() {
+        line.push(b'-');
     } else {
-        &record.node
-    };
-    let _ = write!(
-        line,
-        "{time} {level} {} {node} {}",
-        record.service, record.message
-    );
+        put_escaped(line, &record.node, false);
+    }
+    line.push(b' ');
+    put_escaped(line, &record.message, false);
     for (key, value) in &record.attributes {
+        line.push(b' ');
+        put_escaped(line, key, false);
+        line.push(b'=');
         if value.is_empty() || value.contains(char::is_whitespace) || value.contains('"') {
-            let _ = write!(line, " {key}={value:?}");
+            line.push(b'"');
+            put_escaped(line, value, true);
+            line.push(b'"');
         } else {
-            let _ = write!(line, " {key}={value}");
+            put_escaped(line, value, false);
         }
     }
     // Who wrote it, when the gateway authenticates callers: last, after the
     // record's own attributes.
     if !record.principal.is_empty() {
-        let _ = write!(line, " by={}", record.principal);
+        line.extend_from_slice(b" by=");
+        put_escaped(line, &record.principal, false);
     }
+}
+
+/// Appends `text` with every character that could act on a terminal or
+/// disguise the text around it shown as a visible escape instead: `\e` for
+/// ESC, `\n`, `\r`, `\t`, and `\u{..}` for the other C0 and C1 controls,
+/// DEL, and the bidirectional and line-separator formatting characters.
+/// Inside quotes, `"` and `\` are escaped too, so the quoted value ends where
+/// it seems to.
+fn put_escaped(line: &mut Vec<u8>, text: &str, quoted: bool) {
+    let special = |c: char| needs_escape(c) || (quoted && matches!(c, '"' | '\\'));
+    if !text.contains(special) {
+        line.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut utf8 = [0u8; 4];
+    for c in text.chars() {
+        match c {
+            '\x1b' => line.extend_from_slice(b"\\e"),
+            '\n' => line.extend_from_slice(b"\\n"),
+            '\r' => line.extend_from_slice(b"\\r"),
+            '\t' => line.extend_from_slice(b"\\t"),
+            '"' | '\\' if quoted => {
+                line.push(b'\\');
+                line.push(c as u8);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => line.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes()),
+        }
+    }
+}
+
+/// C0 controls (ESC, CR, LF, TAB, BEL…), DEL and C1 controls (U+0080–U+009F,
+/// e.g. the one-byte CSI U+009B), plus the invisible characters that reorder
+/// or break the text around them: bidi embeddings, overrides and isolates,
+/// the directional marks, and the Unicode line and paragraph separators.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 fn ansi_colour(level: Level) -> &'static str {
@@ -256,5 +313,104 @@ fn ansi_colour(level: Level) -> &'static str {
         Level::Warn => "33",
         Level::Error => "31",
         Level::Fatal => "1;31",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::fixture;
+
+    fn text(record: &Record) -> String {
+        let mut line = Vec::new();
+        write_text(&mut line, record, false);
+        String::from_utf8(line).expect("UTF-8")
+    }
+
+    #[test]
+    fn an_ordinary_record_prints_as_before() {
+        let record = Record {
+            attributes: [("ms".into(), "950".into()), ("path".into(), "/a b".into())].into(),
+            principal: "ci".into(),
+            ..fixture::record()
+        };
+        assert_eq!(
+            text(&record),
+            "2023-11-14T22:13:20.123Z warn  billing pod-7 card declined \"twice\" ms=950 path=\"/a b\" by=ci"
+        );
+    }
+
+    #[test]
+    fn terminal_escapes_in_the_message_are_shown_not_obeyed() {
+        let record = Record {
+            message: "\x1b[31mred\x1b]0;pwned\x07 \u{9b}2J\x7f".into(),
+            ..fixture::record()
+        };
+        let line = text(&record);
+        assert!(
+            line.ends_with(r"\e[31mred\e]0;pwned\u{7} \u{9b}2J\u{7f} order=42"),
+            "{line}"
+        );
+        assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
+    }
+
+    #[test]
+    fn an_embedded_newline_cannot_forge_another_line() {
+        let record = Record {
+            message: "ok\n2023-11-14T22:13:20.123Z error admin - forged\r".into(),
+            ..fixture::record()
+        };
+        let line = text(&record);
+        assert!(!line.contains(['\n', '\r']), "{line:?}");
+        assert!(
+            line.contains(r"ok\n2023-11-14T22:13:20.123Z error admin - forged\r"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn bidi_overrides_cannot_reorder_what_is_shown() {
+        let record = Record {
+            message: "file\u{202e}txt.exe\u{2066}x\u{2069}\u{200f}".into(),
+            ..fixture::record()
+        };
+        let line = text(&record);
+        assert!(
+            line.contains(r"file\u{202e}txt.exe\u{2066}x\u{2069}\u{200f}"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn every_field_a_client_wrote_is_escaped() {
+        let record = Record {
+            node: "pod\u{202e}7".into(),
+            attributes: [
+                ("k\x1b[2J".into(), "v\x1b[0m".into()),
+                ("quoted".into(), "a \"b\"\t\\ \n".into()),
+            ]
+            .into(),
+            principal: "svc\x07".into(),
+            ..fixture::record()
+        };
+        let line = text(&record);
+        assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
+        assert!(line.contains(r" pod\u{202e}7 "), "{line}");
+        assert!(line.contains(r" k\e[2J=v\e[0m"), "{line}");
+        assert!(line.contains(r#" quoted="a \"b\"\t\\ \n""#), "{line}");
+        assert!(line.ends_with(r" by=svc\u{7}"), "{line}");
+    }
+
+    #[test]
+    fn colour_is_the_only_escape_sequence_in_a_coloured_line() {
+        let record = Record {
+            message: "\x1b[5mblink".into(),
+            ..fixture::record()
+        };
+        let mut line = Vec::new();
+        write_text(&mut line, &record, true);
+        let line = String::from_utf8(line).expect("UTF-8");
+        assert_eq!(line.matches('\x1b').count(), 2, "{line:?}");
+        assert!(line.contains(r"\e[5mblink"), "{line}");
     }
 }

@@ -7,7 +7,9 @@ use super::Brokers;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The first connection at start-up never succeeded.
-    #[error("RabbitMQ at {endpoint} did not answer within {}: {reason}", humantime::format_duration(*.waited))]
+    // "could not connect", not "did not answer": a refused login or an
+    // untrusted certificate is an answer, and `reason` says which it was.
+    #[error("could not connect to RabbitMQ at {endpoint} within {}: {reason}", humantime::format_duration(*.waited))]
     Unreachable {
         endpoint: Brokers,
         waited: Duration,

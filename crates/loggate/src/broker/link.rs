@@ -169,9 +169,17 @@ async fn open<S: Session>(
         for (index, endpoint) in brokers.starting_after(last) {
             let properties = ConnectionProperties::default().with_connection_name(name.into());
             let connected = async {
-                let connection = Connection::connect_uri(endpoint.uri(), properties)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+                // The TLS settings apply to amqps:// only; lapin connects an
+                // amqp:// URL in plaintext whatever they say.
+                let connection = Connection::connect_uri_with_config(
+                    endpoint.uri(),
+                    properties,
+                    brokers.tls_config(),
+                    runtime,
+                )
+                .await
+                .map_err(|e| describe_connect_error(&e, endpoint.is_tls()))?;
                 // Listen before anything can go wrong, or the first error is missed.
                 let events: Events = Box::pin(connection.events_listener());
                 let session = prepare(connection).await.map_err(|e| e.to_string())?;
@@ -179,6 +187,8 @@ async fn open<S: Session>(
             };
             match connected.await {
                 Ok(opened) => return Ok(opened),
+                // With one broker, the caller's message already names it.
+                Err(reason) if brokers.len() == 1 => reasons.push(reason),
                 Err(reason) => reasons.push(format!("{endpoint}: {reason}")),
             }
         }
@@ -191,6 +201,32 @@ async fn open<S: Session>(
             humantime::format_duration(timeout)
         )),
     }
+}
+
+/// Why a connection could not be opened, in words a user can act on. A TLS
+/// handshake the gateway refused says so (rustls's reason follows), rather
+/// than surfacing as a bare I/O error. lapin's errors carry no URL, so no
+/// password can reach this text.
+fn describe_connect_error(error: &lapin::Error, tls: bool) -> String {
+    let text = error.to_string();
+    if !tls {
+        return text;
+    }
+    if text.contains("invalid peer certificate") {
+        return format!(
+            "TLS: RabbitMQ's certificate was not trusted (is --amqp-ca the CA that signed it, \
+             and is the URL's host one it names?): {text}"
+        );
+    }
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        return format!(
+            "TLS: the broker did not answer with TLS (is this port RabbitMQ's amqps listener?): {text}"
+        );
+    }
+    if text.contains("received fatal alert") || text.contains("peer sent no certificates") {
+        return format!("TLS: RabbitMQ refused the handshake (a client certificate it does not trust, or none): {text}");
+    }
+    text
 }
 
 /// Watches the live connection; when it is lost, publishes `None`, reconnects

@@ -1,7 +1,8 @@
-//! Everything that speaks AMQP: connections that recover, the topology, the
-//! confirm-mode [`Publisher`] and the history-stream [`StreamReader`]. lapin
-//! types stay inside this module.
+//! Everything that speaks AMQP: connections that recover (plain or TLS), the
+//! topology, the confirm-mode [`Publisher`] and the history-stream
+//! [`StreamReader`]. lapin types stay inside this module.
 
+mod amqps;
 mod endpoint;
 mod error;
 mod link;
@@ -10,7 +11,8 @@ mod publisher;
 mod stream_reader;
 mod topology;
 
-pub use endpoint::{Brokers, Endpoint};
+pub use amqps::{AmqpsFiles, AmqpsSettings};
+pub use endpoint::{redact_url, Brokers, Endpoint};
 pub use error::Error;
 pub use link::FirstConnect;
 pub use publisher::{Confirms, PinnedChannel, Publisher, PublisherSettings, Reservation};

@@ -11,6 +11,7 @@ use std::{
 use clap::{builder::TypedValueParser as _, Args, Parser};
 
 use super::parse::{amqp_name, byte_size, count, max_age, memory_size, positive_duration};
+use super::security::SecurityArgs;
 use crate::api::{CallLimits, TailSettings};
 use crate::broker::{PublisherSettings, Retention, Topology};
 use crate::record::Limits;
@@ -24,6 +25,8 @@ use crate::spool::SpoolSettings;
 pub struct ServeConfig {
     #[command(flatten)]
     pub server: ListenArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(flatten)]
     pub rabbitmq: RabbitMqArgs,
     #[command(flatten)]
@@ -90,12 +93,14 @@ impl ListenArgs {
 }
 
 /// Where RabbitMQ is: for `serve`, and for `loggate-bench` (its direct
-/// ceiling, its loss check and the gateway it starts).
-#[derive(Debug, Clone, Args)]
+/// ceiling, its loss check and the gateway it starts). Its `Debug` hides the
+/// URLs' passwords.
+#[derive(Clone, Args)]
 pub struct BrokerArg {
-    /// RabbitMQ's AMQP URL (the password is never logged). Repeat it, or give
-    /// several comma-separated, for the nodes of a cluster: the gateway uses
-    /// the first that answers and fails over to the next.
+    /// RabbitMQ's AMQP URL (the password is never logged); amqps:// for TLS.
+    /// Repeat it, or give several comma-separated, for the nodes of a
+    /// cluster: the gateway uses the first that answers and fails over to
+    /// the next. To keep the password out of `ps`, use --amqp-url-file.
     #[arg(
         long,
         env = "LOGGATE_AMQP_URL",
@@ -113,12 +118,62 @@ impl BrokerArg {
     }
 }
 
+impl std::fmt::Debug for BrokerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<String> = self
+            .amqp_url
+            .iter()
+            .map(|url| crate::broker::redact_url(url))
+            .collect();
+        f.debug_struct("BrokerArg")
+            .field("amqp_url", &shown)
+            .finish()
+    }
+}
+
 /// The broker connections and publishing (the `broker` module).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "RabbitMQ")]
 pub struct RabbitMqArgs {
     #[command(flatten)]
     pub broker: BrokerArg,
+
+    /// Read the AMQP URL(s) from this file instead of --amqp-url: one per
+    /// line or comma-separated; blank lines and lines starting with # are
+    /// skipped. Keeps the password out of `ps` and the environment. Cannot
+    /// be combined with --amqp-url (or LOGGATE_AMQP_URL).
+    #[arg(
+        long,
+        env = "LOGGATE_AMQP_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "amqp_url"
+    )]
+    pub amqp_url_file: Option<PathBuf>,
+
+    /// For amqps:// URLs: trust RabbitMQ certificates signed by this CA (a
+    /// PEM file), as well as the system's roots (which amqps:// trusts by
+    /// default). Refused with amqp:// URLs, which would not use it.
+    #[arg(long, env = "LOGGATE_AMQP_CA", value_name = "PEM")]
+    pub amqp_ca: Option<PathBuf>,
+
+    /// For amqps:// URLs: the certificate (PEM) to present to RabbitMQ, for
+    /// brokers that check client certificates. Needs --amqp-client-key.
+    #[arg(
+        long,
+        env = "LOGGATE_AMQP_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "amqp_client_key"
+    )]
+    pub amqp_client_cert: Option<PathBuf>,
+
+    /// The private key (unencrypted PEM) of --amqp-client-cert.
+    #[arg(
+        long,
+        env = "LOGGATE_AMQP_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "amqp_client_cert"
+    )]
+    pub amqp_client_key: Option<PathBuf>,
 
     /// Topic exchange the records are published to; declared at start.
     #[arg(long, env = "LOGGATE_EXCHANGE", default_value = "loggate", value_parser = amqp_name)]
@@ -148,6 +203,22 @@ pub struct RabbitMqArgs {
 }
 
 impl RabbitMqArgs {
+    /// The brokers to connect to: from --amqp-url-file, else --amqp-url,
+    /// with the amqps:// TLS settings read from their files. Errors never
+    /// show a URL's password.
+    pub fn brokers(&self) -> Result<crate::broker::Brokers, String> {
+        let brokers = match &self.amqp_url_file {
+            Some(path) => crate::broker::Brokers::parse_file(path)?,
+            None => crate::broker::Brokers::parse(&self.broker.amqp_url)?,
+        };
+        let tls = crate::broker::AmqpsSettings::load(crate::broker::AmqpsFiles {
+            ca: self.amqp_ca.as_deref(),
+            client_cert: self.amqp_client_cert.as_deref(),
+            client_key: self.amqp_client_key.as_deref(),
+        })?;
+        brokers.with_tls(tls)
+    }
+
     /// How the publisher publishes.
     pub fn publisher_settings(&self) -> PublisherSettings {
         PublisherSettings {
@@ -319,6 +390,38 @@ mod tests {
         assert_eq!(config.rabbitmq.publish_timeout, Duration::from_secs(10));
         assert_eq!(config.limits.max_batch.get(), 1000);
         assert_eq!(config.limits.max_message_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn the_url_file_replaces_the_url_flag() {
+        let config = ServeConfig::try_parse_from(["serve", "--amqp-url-file", "/run/urls"])
+            .expect("the default --amqp-url does not conflict");
+        assert_eq!(
+            config.rabbitmq.amqp_url_file.as_deref(),
+            Some(std::path::Path::new("/run/urls"))
+        );
+        let both = ServeConfig::try_parse_from([
+            "serve",
+            "--amqp-url-file",
+            "/run/urls",
+            "--amqp-url",
+            "amqp://u:s3cret@h/%2f",
+        ]);
+        assert!(both.is_err());
+        assert!(ServeConfig::try_parse_from(["serve", "--amqp-client-cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = ServeConfig::try_parse_from([
+            "serve",
+            "--amqp-url",
+            "amqp://guest:s3cret@rabbit:5672/%2f,amqp:guest:s3cret@broken",
+        ])
+        .expect("parses (URLs are checked when the gateway starts)");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("amqp://***@rabbit:5672/%2f"), "{shown}");
     }
 
     #[test]

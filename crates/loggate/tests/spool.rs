@@ -406,3 +406,112 @@ async fn a_graceful_stop_keeps_what_is_spooled_and_the_next_start_drains_it() {
         batch.ids
     );
 }
+
+/// A segment file as the spool writes it (`LGSPOOL1`, then `len | crc32 |
+/// payload` entries, little-endian), holding `payloads` with valid checksums.
+fn write_segment(dir: &Path, seq: u64, payloads: &[Vec<u8>]) {
+    let mut bytes = b"LGSPOOL1".to_vec();
+    for payload in payloads {
+        let len = u32::try_from(payload.len()).expect("small");
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+    }
+    std::fs::create_dir_all(dir).expect("spool dir");
+    std::fs::write(dir.join(format!("spool-{seq:020}.seg")), bytes).expect("segment");
+}
+
+/// A spooled record's JSON (the AMQP body form) with the given id and time.
+fn spooled_body(id: &str, time: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": id,
+        "time": time,
+        "received_time": "2024-01-01T00:00:00Z",
+        "service": "crafted",
+        "level": "info",
+        "message": format!("body of {id}"),
+    }))
+    .expect("JSON")
+}
+
+#[tokio::test]
+async fn entries_that_would_break_a_publish_are_rejected_and_the_rest_drained() {
+    let vhost = Vhost::create();
+    vhost.revoke();
+    let spool = SpoolDir::new();
+    let good: Vec<String> = (1..=4).map(|i| unique(&format!("good{i}"))).collect();
+    let fine = "2024-01-01T00:00:00Z";
+    // Whole entries (valid checksums) whose content is bad, between good ones:
+    // an id over AMQP's 255-byte short string, a time past year 9999 in UTC,
+    // and JSON that does not decode.
+    write_segment(
+        &spool.0,
+        1,
+        &[
+            spooled_body(&good[0], fine),
+            spooled_body(&"x".repeat(300), fine),
+            spooled_body(&good[1], fine),
+            spooled_body(&unique("late"), "9999-12-31T23:59:59-23:59"),
+            spooled_body(&good[2], fine),
+            b"{\"id\": \"torn by hand\"".to_vec(),
+            spooled_body(&good[3], fine),
+        ],
+    );
+    let gateway = Gateway::start_unready(
+        &vhost.url(),
+        fresh_names().2,
+        &["--spool-dir", spool.path(), "--broker-wait", "300ms"],
+    )
+    .await;
+    let mut client = gateway.client().await;
+    // Spooled behind the crafted segment while RabbitMQ is out of reach.
+    let behind = client
+        .log(pb::LogRequest {
+            record: Some(record("crafted", "behind")),
+        })
+        .await
+        .expect("accepted into the spool")
+        .into_inner();
+    assert!(behind.spooled);
+
+    vhost.grant();
+    wait_for_health(&gateway, SERVING).await;
+    let wanted: Vec<String> = good.iter().cloned().chain([behind.id]).collect();
+    let found = history_with_all_of(&mut client, &wanted).await;
+    assert_eq!(
+        found, wanted,
+        "the good entries, in order, and nothing else"
+    );
+
+    // The drainer is still there: the spool empties and calls go direct again.
+    let mut direct = false;
+    for _ in 0..50 {
+        let response = client
+            .log(pb::LogRequest {
+                record: Some(record("crafted", "after")),
+            })
+            .await
+            .expect("accepted")
+            .into_inner();
+        if !response.spooled {
+            direct = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(direct, "the spool drained past the bad entries");
+
+    let rejected = std::fs::read_to_string(spool.0.join("rejected")).expect("a rejected file");
+    let reasons: Vec<String> = rejected
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            line["reason"].as_str().expect("a reason").to_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{rejected}");
+    assert!(reasons[0].starts_with("id:"), "{reasons:?}");
+    assert!(reasons[1].starts_with("time:"), "{reasons:?}");
+    assert!(reasons[2].contains("EOF"), "{reasons:?}");
+    gateway.stop().await.expect("clean stop");
+}

@@ -281,6 +281,44 @@ fn check_time(ts: prost_types::Timestamp) -> Result<OffsetDateTime, Invalid> {
         .ok_or_else(|| Invalid::new("time", "is after year 9999"))
 }
 
+impl Record {
+    /// Checks a record the gateway wrote down itself (the spool) before it is
+    /// published: a damaged or crafted file must not make a publish panic
+    /// (an id over the AMQP short-string limit, a time whose offset puts it
+    /// past year 9999 in UTC) or put out what [`Acceptance::accept`] would
+    /// have refused. The same rules, minus the message size: that limit is a
+    /// setting, and the record was acknowledged under the one then in force.
+    /// Times come back in UTC.
+    pub(crate) fn check_stored(&mut self) -> Result<(), Invalid> {
+        check_service(&self.service)?;
+        check_node(&self.node)?;
+        check_attributes(&self.attributes)?;
+        if self.id.is_empty() {
+            return Err(Invalid::new("id", "is required"));
+        }
+        check_id(&self.id)?;
+        if !self.trace_id.is_empty() && !is_trace_id(&self.trace_id) {
+            return Err(Invalid::new(
+                "trace_id",
+                "must be 32 lowercase hex digits, not all zeros",
+            ));
+        }
+        if !self.span_id.is_empty() && (!is_span_id(&self.span_id) || self.trace_id.is_empty()) {
+            return Err(Invalid::new(
+                "span_id",
+                "must be 16 lowercase hex digits, with a trace_id",
+            ));
+        }
+        self.time = check_time(super::timestamp(self.time))?;
+        self.received_time =
+            check_time(super::timestamp(self.received_time)).map_err(|invalid| Invalid {
+                field: "received_time".into(),
+                ..invalid
+            })?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

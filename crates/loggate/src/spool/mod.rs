@@ -12,18 +12,27 @@
 //!
 //! Memory stays small however much is spooled: records live on disk and the
 //! drainer reads a chunk at a time.
+//!
+//! The spool does not trust its own files: they may sit in a directory others
+//! can reach, and a disk or a person can change them. The directory is 0700
+//! and every file 0600, opened never through a symlink; each entry read back
+//! is checked like a record arriving over gRPC, and one that fails goes to the
+//! `rejected` file instead of RabbitMQ; the drainer runs under a supervisor
+//! that logs, counts and restarts it if it ever fails.
 
 mod cursor;
 mod drain;
 mod recover;
+mod rejected;
 mod segment;
 mod writer;
 
 use std::{
     collections::VecDeque,
-    fs::File,
+    fs::{File, OpenOptions},
     io,
-    path::PathBuf,
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -32,7 +41,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::broker::Publisher;
 use crate::record::Record;
@@ -108,6 +117,11 @@ struct Shared {
     pending_bytes: AtomicU64,
     /// Woken when the writer has made more records durable.
     appended: Notify,
+    /// Entries that failed their checks when read back and went to the
+    /// `rejected` file instead of RabbitMQ, since the spool opened.
+    rejected: AtomicU64,
+    /// Times the drainer failed (panicked) and was restarted, since the spool opened.
+    drainer_failures: AtomicU64,
 }
 
 /// The segments on disk, oldest first, and where draining stands.
@@ -147,12 +161,45 @@ impl Shared {
     }
 }
 
+/// How every file in the spool directory is opened: never through a symlink
+/// (in a directory others can write, a planted link would send a write or a
+/// read somewhere else), and created readable by the gateway's user only.
+fn file_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    options
+}
+
+/// Creates the spool directory 0700 (and any missing parents). An existing
+/// one that others can reach is narrowed to 0700 when it is ours and not a
+/// shared sticky directory like `/tmp`; otherwise it is left and warned about.
+fn prepare_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let metadata = std::fs::metadata(dir)?;
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = metadata.uid() == unsafe { libc::geteuid() };
+    if ours && mode & 0o1000 == 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        info!(dir = %dir.display(), from = format_args!("{mode:o}"), "the spool directory is now 0700");
+    } else {
+        warn!(dir = %dir.display(), mode = format_args!("{mode:o}"), "the spool directory is open to other users; give the gateway a directory of its own");
+    }
+    Ok(())
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `settings.dir`: takes its lock, drops
     /// torn entries left by a crash, and finds what is still to be drained.
     pub fn open(settings: SpoolSettings) -> Result<Spool, Error> {
-        std::fs::create_dir_all(&settings.dir)?;
-        let lock = File::options()
+        prepare_dir(&settings.dir)?;
+        let lock = file_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -177,6 +224,8 @@ impl Spool {
             pending_records: AtomicU64::new(recovered.records),
             pending_bytes: AtomicU64::new(recovered.bytes),
             appended: Notify::new(),
+            rejected: AtomicU64::new(0),
+            drainer_failures: AtomicU64::new(0),
         });
         let (writes, jobs) = mpsc::channel(writer::QUEUE);
         let writer = writer::spawn(
@@ -196,14 +245,28 @@ impl Spool {
     }
 
     /// Starts the task that publishes spooled records whenever `publisher`
-    /// is connected and not blocked.
+    /// is connected and not blocked, restarted if it ever fails.
     pub fn start_draining(&self, publisher: Arc<Publisher>) {
-        let task = tokio::spawn(drain::run(
+        let shared = Arc::clone(&self.shared);
+        let stop = self.stop_draining.clone();
+        let task = tokio::spawn(drain::supervise(
             Arc::clone(&self.shared),
-            publisher,
             self.stop_draining.clone(),
+            drain::RESTART_FIRST,
+            move || drain::run(Arc::clone(&shared), Arc::clone(&publisher), stop.clone()),
         ));
         *lock(&self.drainer) = Some(task);
+    }
+
+    /// Entries that failed their checks when read back, moved to the
+    /// `rejected` file instead of being published, since the spool opened.
+    pub fn rejected_records(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Acquire)
+    }
+
+    /// Times the drainer failed and was restarted since the spool opened.
+    pub fn drainer_failures(&self) -> u64 {
+        self.shared.drainer_failures.load(Ordering::Acquire)
     }
 
     /// `true` while records wait in the spool: new records then go to the
@@ -392,6 +455,48 @@ mod tests {
         ));
         assert_eq!(spool.shared.pending_bytes.load(Ordering::Acquire), bytes);
         assert_eq!(spool.pending_records(), taken);
+        spool.close().await;
+        std::fs::remove_dir_all(&settings.dir).ok();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[tokio::test]
+    async fn the_directory_and_its_files_are_the_gateways_alone() {
+        let settings = settings("modes", 1 << 20);
+        let spool = Spool::open(settings.clone()).expect("open");
+        spool
+            .append(&records(3))
+            .await
+            .expect("queued")
+            .durable()
+            .await
+            .expect("fsynced");
+        // Records left behind: closing writes the cursor.
+        spool.close().await;
+        let dir = &settings.dir;
+        assert_eq!(mode(dir), 0o700, "the directory");
+        let segment = segment::path(dir, segment::list(dir).expect("list")[0]);
+        for file in [dir.join(LOCK), dir.join(CURSOR), segment] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn an_existing_directory_of_ours_is_narrowed_to_0700() {
+        let settings = settings("narrowed", 1 << 20);
+        std::fs::create_dir_all(&settings.dir).expect("dir");
+        std::fs::set_permissions(&settings.dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let spool = Spool::open(settings.clone()).expect("open");
+        assert_eq!(mode(&settings.dir), 0o700);
         spool.close().await;
         std::fs::remove_dir_all(&settings.dir).ok();
     }

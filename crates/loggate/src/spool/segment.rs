@@ -7,10 +7,12 @@
 //! checksum (or a length running past the end) gives away.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, BufReader, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
 };
+
+use super::file_options;
 
 /// First bytes of every segment file (the format's version is its last byte).
 pub(super) const MAGIC: &[u8; 8] = b"LGSPOOL1";
@@ -29,11 +31,16 @@ pub(super) fn path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{PREFIX}{seq:020}{SUFFIX}"))
 }
 
-/// The sequence numbers of the segments in `dir`, oldest first.
+/// The sequence numbers of the segments in `dir`, oldest first. Only regular
+/// files count: a symlink with a segment's name is not ours.
 pub(super) fn list(dir: &Path) -> io::Result<Vec<u64>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(seq) = name
             .strip_prefix(PREFIX)
@@ -57,7 +64,7 @@ pub(super) fn encode_entry(payload: &[u8], buf: &mut Vec<u8>) {
 
 /// Creates segment `seq` (with its magic, synced) and returns it open for appending.
 pub(super) fn create(dir: &Path, seq: u64) -> io::Result<File> {
-    let mut file = OpenOptions::new()
+    let mut file = file_options()
         .create_new(true)
         .append(true)
         .open(path(dir, seq))?;
@@ -84,7 +91,7 @@ pub(super) struct Scanned {
 /// Reads segment `seq` and finds where its valid entries end; counts the
 /// entries at or after byte `from`.
 pub(super) fn scan(dir: &Path, seq: u64, from: u64) -> io::Result<Scanned> {
-    let file = File::open(path(dir, seq))?;
+    let file = open_read(dir, seq)?;
     let file_len = file.metadata()?.len();
     let mut reader = Reader::new(file, 0)?;
     if !reader.check_magic()? {
@@ -114,7 +121,7 @@ pub(super) fn scan(dir: &Path, seq: u64, from: u64) -> io::Result<Scanned> {
 
 /// Cuts segment `seq` back to `len` bytes (dropping a torn tail), durably.
 pub(super) fn truncate(dir: &Path, seq: u64, len: u64) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).open(path(dir, seq))?;
+    let file = file_options().write(true).open(path(dir, seq))?;
     file.set_len(len)?;
     file.sync_all()
 }
@@ -135,7 +142,7 @@ pub(super) struct Reader {
 
 impl Reader {
     pub(super) fn open(dir: &Path, seq: u64, position: u64) -> io::Result<Reader> {
-        Reader::new(File::open(path(dir, seq))?, position)
+        Reader::new(open_read(dir, seq)?, position)
     }
 
     fn new(mut file: File, position: u64) -> io::Result<Reader> {
@@ -182,6 +189,11 @@ impl Reader {
     }
 }
 
+/// Opens segment `seq` for reading, never through a symlink.
+fn open_read(dir: &Path, seq: u64) -> io::Result<File> {
+    file_options().read(true).open(path(dir, seq))
+}
+
 /// Fills `buf`; `false` if the input ended first.
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     let mut filled = 0;
@@ -198,6 +210,8 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {

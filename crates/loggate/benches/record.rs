@@ -30,6 +30,7 @@ fn acceptance() -> Acceptance<'static> {
     Acceptance {
         received_time: OffsetDateTime::now_utc(),
         gateway: "gw-1",
+        principal: "",
         traceparent: None,
         limits: Limits::default(),
     }

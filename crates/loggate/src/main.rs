@@ -77,7 +77,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 write_address_file(path, address)
                     .with_context(|| format!("--address-file {}", path.display()))?;
             }
-            loggate::server::run(listener, config, shutdown).await?;
+            loggate::server::run(listener, *config, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(args) => Ok(loggate::cli::log::run(args).await?),

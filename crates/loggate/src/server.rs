@@ -36,7 +36,9 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("--amqp-url: {0}")]
+    /// The broker flags (`--amqp-url`, `--amqp-url-file`, the TLS flags);
+    /// the message names the flag.
+    #[error("{0}")]
     AmqpUrl(String),
     #[error(transparent)]
     Broker(#[from] broker::Error),

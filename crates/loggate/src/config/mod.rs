@@ -33,8 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway.
-    Serve(ServeConfig),
+    /// Run the gateway. (Boxed: its flags outweigh every other command's.)
+    Serve(Box<ServeConfig>),
     /// Send one record and print its id.
     Log(LogArgs),
     /// Follow records live.

@@ -209,14 +209,17 @@ impl RabbitMqArgs {
     pub fn brokers(&self) -> Result<crate::broker::Brokers, String> {
         let brokers = match &self.amqp_url_file {
             Some(path) => crate::broker::Brokers::parse_file(path)?,
-            None => crate::broker::Brokers::parse(&self.broker.amqp_url)?,
+            None => crate::broker::Brokers::parse(&self.broker.amqp_url)
+                .map_err(|e| format!("--amqp-url: {e}"))?,
         };
         let tls = crate::broker::AmqpsSettings::load(crate::broker::AmqpsFiles {
             ca: self.amqp_ca.as_deref(),
             client_cert: self.amqp_client_cert.as_deref(),
             client_key: self.amqp_client_key.as_deref(),
         })?;
-        brokers.with_tls(tls)
+        brokers
+            .with_tls(tls)
+            .map_err(|e| format!("--amqp-url: {e}"))
     }
 
     /// How the publisher publishes.

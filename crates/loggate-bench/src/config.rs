@@ -192,6 +192,35 @@ pub struct BenchArgs {
     #[arg(long)]
     pub gateway_pid: Option<u32>,
 
+    /// Bearer token sent with every call to the external gateway (one started
+    /// with --auth-file). Not tied to --server: a shell that exports
+    /// LOGGATE_TOKEN for the CLI must still run the bench's own gateway.
+    #[arg(long, env = "LOGGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The CA (PEM) that signed an https:// --server's certificate (default:
+    /// the system's roots).
+    #[arg(long, requires = "server")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Measure what auth costs: start our own gateway without auth and with a
+    /// generated token and auth file, one after the other, drive the same
+    /// load (--records each) against both, verify both, and print both rows
+    /// with the on/off ratios. Unary, batch and stream modes only.
+    #[arg(long, conflicts_with = "server")]
+    pub compare_auth: bool,
+
+    /// With --compare-auth: the gateway with auth also serves TLS (a CA made
+    /// for the run), so the comparison is plaintext against token over TLS.
+    #[arg(long, requires = "compare_auth")]
+    pub tls: bool,
+
+    /// With --compare-auth: rounds of one run each way, in ABBA order (off,
+    /// on, then on, off, …) so that a machine drifting over the run weighs on
+    /// both sides alike; --records is split over the rounds.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+
     /// Passed to the spawned gateway: records packed per AMQP message.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub amqp_batch_records: u32,

@@ -7,6 +7,7 @@
 mod bench;
 mod chaos;
 mod config;
+mod connect;
 mod error;
 mod process;
 

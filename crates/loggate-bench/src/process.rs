@@ -15,6 +15,8 @@ const START_WITHIN: Duration = Duration::from_secs(20);
 pub struct SpawnedGateway {
     child: Child,
     pub url: String,
+    /// Where it listens (for an `https://` URL when it serves TLS).
+    pub address: std::net::SocketAddr,
     pub pid: u32,
     pub exchange: String,
     pub history_queue: String,
@@ -48,6 +50,12 @@ impl SpawnedGateway {
             ])
             .args(extra)
             .env("LOGGATE_AMQP_URL", amqp_url)
+            // Auth and TLS are what the run passes in `extra`, never what the
+            // shell happens to export: an auth-off side must really be off.
+            .env_remove("LOGGATE_AUTH_FILE")
+            .env_remove("LOGGATE_TLS_CERT")
+            .env_remove("LOGGATE_TLS_KEY")
+            .env_remove("LOGGATE_TLS_CLIENT_CA")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -60,6 +68,7 @@ impl SpawnedGateway {
         Ok(SpawnedGateway {
             child,
             url: format!("http://{address}"),
+            address,
             pid,
             exchange,
             history_queue,

@@ -110,3 +110,48 @@ fn bench_tail_and_replay_smoke_runs_count_every_delivery() {
     let replay = run(&["--mode", "replay", "--records", "500"]);
     assert!(replay.contains("replay: 500 of 500 records"), "{replay}");
 }
+
+#[test]
+fn compare_auth_smoke_run_verifies_both_sides() {
+    // Plain and token over TLS: the TLS side also proves the generated CA,
+    // certificate and auth file work together. Four phases (ABBA), 100
+    // records each, so each side must have verified 200.
+    for extra in [&[][..], &["--tls"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_loggate-bench"))
+            .args([
+                "bench",
+                "--mode",
+                "unary",
+                "--records",
+                "200",
+                "--concurrency",
+                "2",
+                "--compare-auth",
+                "--skip-direct",
+            ])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .env_remove("LOGGATE_TOKEN")
+            .output()
+            .expect("bench runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{extra:?}: {stdout}\n{stderr}");
+        let on = if extra.is_empty() {
+            "auth on (token)"
+        } else {
+            "auth on (token+TLS)"
+        };
+        for side in ["auth off", on] {
+            let line = format!(
+                "verified {side}: 200 acked, 200 found in the history stream, 0 missing, 0 duplicated; 0 failed calls"
+            );
+            assert!(stdout.contains(&line), "{extra:?}: {stdout}");
+        }
+        assert!(stdout.contains("ABBA (off,on,on,off)"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{on} / auth off: throughput")),
+            "{stdout}"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient, tail_request::Start};
 use loggate::sync::lock;
 
-use super::{cleanup, report};
+use super::{cleanup, gateway_args, report};
 use crate::config::{BenchArgs, BenchMode};
 use crate::error::Error;
 use crate::process::{ProcStat, SpawnedGateway};
@@ -27,15 +27,13 @@ const STREAMS_PER_CONNECTION: usize = 100;
 const TICKS_PER_SECOND: u64 = 100;
 
 pub async fn run(args: &BenchArgs, tag: &str, template: pb::LogRecord) -> Result<ExitCode, Error> {
-    let mut extra = args.gateway_args.clone();
-    if args.amqp_batch_records > 1 {
-        extra.extend([
-            "--amqp-batch-records".to_owned(),
-            args.amqp_batch_records.to_string(),
-        ]);
-    }
-    let gateway =
-        SpawnedGateway::start(&args.gateway.resolve()?, args.broker.primary(), tag, &extra).await?;
+    let gateway = SpawnedGateway::start(
+        &args.gateway.resolve()?,
+        args.broker.primary(),
+        tag,
+        &gateway_args(args, &[]),
+    )
+    .await?;
     let idle = ProcStat::read(gateway.pid);
     let outcome = match args.mode {
         BenchMode::Replay => replay(args, &gateway, template).await,

@@ -13,12 +13,12 @@ use std::{
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
-use tonic::transport::Channel;
 
-use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
+use loggate::proto::v1 as pb;
 use loggate::sync::lock;
 
 use crate::config::BenchMode;
+use crate::connect::{Client, Target};
 use crate::error::Error;
 
 /// What to send.
@@ -43,16 +43,11 @@ pub struct Outcome {
     pub first_failure: Option<String>,
 }
 
-pub async fn drive(url: &str, plan: &Plan, progress: &ProgressBar) -> Result<Outcome, Error> {
+pub async fn drive(target: &Target, plan: &Plan, progress: &ProgressBar) -> Result<Outcome, Error> {
     let remaining = Arc::new(AtomicU64::new(plan.records));
     let mut clients = Vec::with_capacity(plan.concurrency);
     for _ in 0..plan.concurrency {
-        let channel = Channel::from_shared(url.to_owned())
-            .map_err(|e| Error::Gateway(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| Error::Gateway(format!("cannot reach {url}: {e}")))?;
-        clients.push(LogGatewayClient::new(channel).max_decoding_message_size(64 << 20));
+        clients.push(target.connect().await?);
     }
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -100,7 +95,7 @@ fn records(template: &pb::LogRecord, n: u64) -> Vec<pb::LogRecord> {
 
 /// Unary (`batch` = 1, Log) or batch (LogBatch) calls, one after another.
 async fn calls(
-    mut client: LogGatewayClient<Channel>,
+    mut client: Client,
     remaining: Arc<AtomicU64>,
     template: pb::LogRecord,
     batch: u64,
@@ -146,7 +141,7 @@ async fn calls(
 /// real producer would; the answers are read as they come. Latency is from
 /// hand-off to answer.
 async fn stream(
-    mut client: LogGatewayClient<Channel>,
+    mut client: Client,
     remaining: Arc<AtomicU64>,
     template: pb::LogRecord,
     batch: u64,

@@ -6,7 +6,10 @@
 //! round trip; (2) the gateway under `--concurrency` clients in `--mode`, with
 //! its RSS and CPU time from /proc; (3) the history stream read back, every
 //! acked id counted. Every name it declares is unique to the run and deleted.
+//! `--compare-auth` runs (2) and (3) without and with auth (`compare`); an
+//! external gateway (`--server`) is reached with `--token` and `--tls-ca`.
 
+mod compare;
 mod direct;
 mod fanout;
 mod load;
@@ -22,6 +25,7 @@ use loggate::proto::v1 as pb;
 use loggate::record::{Level, Record};
 
 use crate::config::{BenchArgs, BenchMode};
+use crate::connect::Target;
 use crate::error::Error;
 use crate::process::{ProcStat, SpawnedGateway};
 use report::{megabytes, Latency, Row};
@@ -41,16 +45,23 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         BenchMode::Unary => "unary",
         BenchMode::Batch => "batch",
         BenchMode::Stream => "stream",
+        BenchMode::Tail | BenchMode::Replay if args.compare_auth => {
+            return Err(Error::Gateway(
+                "--compare-auth measures ingest: use --mode unary, batch or stream".into(),
+            ))
+        }
         BenchMode::Tail | BenchMode::Replay => return fanout::run(&args, &tag, template).await,
     };
+    let comparison = args.compare_auth.then(|| compare::header(&args));
     println!(
-        "loggate bench: mode={mode} records={} concurrency={} batch-size={} record body={} B amqp-batch-records={} cores={}",
+        "loggate bench: mode={mode} records={} concurrency={} batch-size={} record body={} B amqp-batch-records={} cores={}{}",
         args.records,
         args.concurrency,
         args.batch_size,
         body.len(),
         args.amqp_batch_records,
         std::thread::available_parallelism().map_or(0, usize::from),
+        comparison.map(|c| format!("; {c}")).unwrap_or_default(),
     );
 
     let mut rows = Vec::new();
@@ -74,45 +85,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         rows.push(row("direct lapin, 4 channels", Some(four), None));
         let trip = Latency::of(trips);
         rows.push(row("direct confirm round trip", None, trip));
-        ceiling = Some((one.max(four), trip));
+        ceiling = Some(Ceiling {
+            best: one.max(four),
+            trip,
+        });
     }
-
-    // The gateway: ours, or the one given.
-    let mut extra = args.gateway_args.clone();
-    if args.amqp_batch_records > 1 {
-        extra.extend([
-            "--amqp-batch-records".to_owned(),
-            args.amqp_batch_records.to_string(),
-        ]);
-    }
-    let spawned = match &args.server {
-        Some(_) => None,
-        None => Some(
-            SpawnedGateway::start(
-                &args.gateway.resolve()?,
-                args.broker.primary(),
-                &tag,
-                &extra,
-            )
-            .await?,
-        ),
-    };
-    let (url, history, pid) = match (&spawned, &args.server) {
-        (Some(gateway), _) => (
-            gateway.url.clone(),
-            gateway.history_queue.clone(),
-            Some(gateway.pid),
-        ),
-        (None, Some(server)) => (
-            server.clone(),
-            args.history_queue.clone().unwrap_or_default(),
-            args.gateway_pid,
-        ),
-        (None, None) => unreachable!("a gateway is either spawned or given"),
-    };
-    let started_at = OffsetDateTime::now_utc().unix_timestamp();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle = pid.and_then(ProcStat::read);
 
     let plan = load::Plan {
         mode: args.mode,
@@ -122,104 +99,215 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         stream_window: args.stream_window as usize,
         template,
     };
-    let progress = ProgressBar::new(args.records).with_style(
+    if args.compare_auth {
+        return compare::run(&args, &tag, mode, plan, rows, ceiling).await;
+    }
+
+    // The gateway: ours, or the one given.
+    let (target, history, pid, spawned) = match &args.server {
+        Some(server) => {
+            let ca = args.tls_ca.as_deref().map(Target::read_ca).transpose()?;
+            let target = Target::new(server, ca, args.token.as_deref())?;
+            let history = args.history_queue.clone().unwrap_or_default();
+            (target, history, args.gateway_pid, None)
+        }
+        None => {
+            let gateway = SpawnedGateway::start(
+                &args.gateway.resolve()?,
+                args.broker.primary(),
+                &tag,
+                &gateway_args(&args, &[]),
+            )
+            .await?;
+            let target = Target::new(&gateway.url, None, None)?;
+            let (history, pid) = (gateway.history_queue.clone(), Some(gateway.pid));
+            (target, history, pid, Some(gateway))
+        }
+    };
+    // Our own gateway's stream holds only this run; an external one's is
+    // read from just before the load started.
+    let start = match spawned {
+        Some(_) => verify::from_first(),
+        None => verify::from_time(
+            u64::try_from(OffsetDateTime::now_utc().unix_timestamp() - 1).unwrap_or(0),
+        ),
+    };
+    let measured = measure(
+        &target,
+        &history,
+        pid,
+        start,
+        &plan,
+        args.broker.primary(),
+        "gateway",
+    )
+    .await;
+    if let Some(gateway) = spawned {
+        cleanup(gateway, args.broker.primary()).await;
+    }
+    let measured = measured?;
+
+    let latency = Latency::of(measured.outcome.latencies.clone());
+    rows.push(row(
+        &format!("gateway ({mode})"),
+        Some(measured.rate()),
+        latency,
+    ));
+    report::print_table(&rows);
+
+    // A unary call is compared with one confirmed publish; batches and
+    // streams with the broker's throughput.
+    if let Some(ceiling) = ceiling {
+        match (ceiling.trip, latency, args.mode) {
+            (Some(trip), Some(latency), BenchMode::Unary) => println!(
+                "latency vs direct round trip: p50 {:.2}x, p99 {:.2}x",
+                latency.p50.as_secs_f64() / trip.p50.as_secs_f64(),
+                latency.p99.as_secs_f64() / trip.p99.as_secs_f64()
+            ),
+            (_, _, BenchMode::Unary) => {}
+            _ => println!(
+                "ratio gateway/direct (best of 1 and 4 channels): {:.2}",
+                measured.rate() / ceiling.best
+            ),
+        }
+    }
+    match measured.process {
+        Some(process) => println!(
+            "gateway process: idle RSS {}, peak RSS {}, CPU {:.2} s under load ({:.1} µs per record)",
+            megabytes(process.idle_rss_bytes),
+            megabytes(process.peak_rss_bytes),
+            process.cpu_seconds,
+            process.cpu_seconds * 1e6 / measured.outcome.acked.len().max(1) as f64
+        ),
+        None => println!("gateway process: not measured (give --gateway-pid for an external gateway)"),
+    }
+    println!("verified: {}", measured.verified());
+    if let Some(failure) = &measured.outcome.first_failure {
+        println!("first failure: {failure}");
+    }
+    Ok(if measured.passed(args.records) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// RabbitMQ's own numbers, published straight with lapin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ceiling {
+    /// Records/s, the better of 1 and 4 channels.
+    pub best: f64,
+    /// One confirmed publish at a time.
+    pub trip: Option<Latency>,
+}
+
+/// What the gateway process used during one load, from /proc.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessUse {
+    pub idle_rss_bytes: u64,
+    /// VmHWM: the kernel's own high-water mark, so no sampling is needed.
+    pub peak_rss_bytes: u64,
+    /// CPU time spent while the load ran.
+    pub cpu_seconds: f64,
+}
+
+/// One load against one gateway, and its verification.
+pub(crate) struct Measured {
+    pub outcome: load::Outcome,
+    pub tally: Tally,
+    pub process: Option<ProcessUse>,
+}
+
+impl Measured {
+    pub fn rate(&self) -> f64 {
+        self.outcome.acked.len() as f64 / self.outcome.elapsed.as_secs_f64()
+    }
+
+    /// The verification line's text (after "verified").
+    pub fn verified(&self) -> String {
+        let tally = &self.tally;
+        format!(
+            "{} acked, {} found in the history stream, {} missing, {} duplicated; {} failed calls",
+            tally.acked, tally.found, tally.missing, tally.duplicated, self.outcome.failed_calls
+        )
+    }
+
+    /// Every record sent was acked, and every acked one is in the stream once.
+    pub fn passed(&self, records: u64) -> bool {
+        self.tally.lossless()
+            && self.outcome.failed_calls == 0
+            && self.outcome.acked.len() as u64 == records
+    }
+}
+
+/// Drives `plan` against `target`, reads the process `pid`'s use meanwhile,
+/// then reads `history` back from `start` and counts every acked id.
+pub(crate) async fn measure(
+    target: &Target,
+    history: &str,
+    pid: Option<u32>,
+    start: lapin::types::AMQPValue,
+    plan: &load::Plan,
+    amqp_url: &str,
+    label: &str,
+) -> Result<Measured, Error> {
+    // Let a fresh gateway settle before its idle RSS is read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = pid.and_then(ProcStat::read);
+    let progress = ProgressBar::new(plan.records).with_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:40}] {pos}/{len} records, {per_sec}, eta {eta}",
         )
         .expect("a valid template")
         .progress_chars("=> "),
     );
-    progress.set_prefix("gateway");
+    progress.set_prefix(label.to_owned());
     let before = pid.and_then(ProcStat::read);
-    let outcome = load::drive(&url, &plan, &progress).await;
+    let outcome = load::drive(target, plan, &progress).await;
     let after = pid.and_then(ProcStat::read);
     progress.finish_and_clear();
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            if let Some(gateway) = spawned {
-                cleanup(gateway, args.broker.primary()).await;
-            }
-            return Err(error);
-        }
-    };
+    let outcome = outcome?;
 
-    eprintln!("verify: reading the history stream back…");
-    let start = if spawned.is_some() {
-        verify::from_first()
-    } else {
-        verify::from_time(u64::try_from(started_at - 1).unwrap_or(0))
-    };
+    eprintln!("verify ({label}): reading the history stream back…");
     let seen = verify::read_stream(
-        args.broker.primary(),
-        &history,
+        amqp_url,
+        history,
         start,
         &outcome.acked,
         Duration::from_secs(10),
     )
-    .await;
-    if let Some(gateway) = spawned {
-        cleanup(gateway, args.broker.primary()).await;
-    }
-    let tally = Tally::of(&outcome.acked, &seen?);
-
-    let rate = outcome.acked.len() as f64 / outcome.elapsed.as_secs_f64();
-    let latency = Latency::of(outcome.latencies);
-    rows.push(row(&format!("gateway ({mode})"), Some(rate), latency));
-    report::print_table(&rows);
-
-    // A unary call is compared with one confirmed publish; batches and
-    // streams with the broker's throughput.
-    match (ceiling, args.mode) {
-        (Some((_, Some(trip))), BenchMode::Unary) => {
-            if let Some(latency) = latency {
-                println!(
-                    "latency vs direct round trip: p50 {:.2}x, p99 {:.2}x",
-                    latency.p50.as_secs_f64() / trip.p50.as_secs_f64(),
-                    latency.p99.as_secs_f64() / trip.p99.as_secs_f64()
-                );
-            }
-        }
-        (Some((best, _)), _) => {
-            println!(
-                "ratio gateway/direct (best of 1 and 4 channels): {:.2}",
-                rate / best
-            );
-        }
-        (None, _) => {}
-    }
-    match (idle, before, after) {
-        (Some(idle), Some(before), Some(after)) => {
-            let cpu = after.cpu_seconds - before.cpu_seconds;
-            println!(
-                "gateway process: idle RSS {}, peak RSS {}, CPU {:.2} s under load ({:.1} µs per record)",
-                megabytes(idle.rss_bytes),
-                // VmHWM: the kernel's own high-water mark, so no sampling is needed.
-                megabytes(after.peak_rss_bytes),
-                cpu,
-                cpu * 1e6 / outcome.acked.len().max(1) as f64
-            );
-        }
-        _ => println!("gateway process: not measured (give --gateway-pid for an external gateway)"),
-    }
-    println!(
-        "verified: {} acked, {} found in the history stream, {} missing, {} duplicated; {} failed calls",
-        tally.acked, tally.found, tally.missing, tally.duplicated, outcome.failed_calls
-    );
-    if let Some(failure) = &outcome.first_failure {
-        println!("first failure: {failure}");
-    }
-    let complete = outcome.acked.len() as u64 == args.records;
-    Ok(
-        if tally.lossless() && outcome.failed_calls == 0 && complete {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    .await?;
+    let tally = Tally::of(&outcome.acked, &seen);
+    let process = match (idle, before, after) {
+        (Some(idle), Some(before), Some(after)) => Some(ProcessUse {
+            idle_rss_bytes: idle.rss_bytes,
+            peak_rss_bytes: after.peak_rss_bytes,
+            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+        }),
+        _ => None,
+    };
+    Ok(Measured {
+        outcome,
+        tally,
+        process,
+    })
 }
 
-fn row(label: &str, records_per_second: Option<f64>, latency: Option<Latency>) -> Row {
+/// The `serve` flags of a gateway this run starts: the user's, the packing,
+/// and `security` (auth and TLS, for the auth-on side of a comparison).
+pub(crate) fn gateway_args(args: &BenchArgs, security: &[String]) -> Vec<String> {
+    let mut extra = args.gateway_args.clone();
+    if args.amqp_batch_records > 1 {
+        extra.extend([
+            "--amqp-batch-records".to_owned(),
+            args.amqp_batch_records.to_string(),
+        ]);
+    }
+    extra.extend_from_slice(security);
+    extra
+}
+
+pub(crate) fn row(label: &str, records_per_second: Option<f64>, latency: Option<Latency>) -> Row {
     Row {
         label: label.to_owned(),
         records_per_second,
@@ -250,6 +338,9 @@ fn sample(record_bytes: usize) -> (pb::LogRecord, Vec<u8>) {
         trace_id: String::new(),
         span_id: String::new(),
         gateway: "bench-gateway".into(),
+        // Auth off. With auth on, the gateway adds the principal's name to
+        // the body and a header: part of what auth costs, so not sized away.
+        principal: String::new(),
     };
     let base = stamped(String::new()).to_json().len();
     let message = "x".repeat(record_bytes.saturating_sub(base));

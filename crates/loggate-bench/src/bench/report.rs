@@ -37,8 +37,13 @@ pub struct Row {
 }
 
 pub fn print_table(rows: &[Row]) {
+    // As wide as the longest label (a comparison's are long), at least 34.
+    let width = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .fold(34, usize::max);
     println!(
-        "{:<34} {:>12} {:>9} {:>9} {:>9}",
+        "{:<width$} {:>12} {:>9} {:>9} {:>9}",
         "", "records/s", "p50 ms", "p99 ms", "p999 ms"
     );
     for row in rows {
@@ -52,7 +57,7 @@ pub fn print_table(rows: &[Row]) {
             )
         };
         println!(
-            "{:<34} {:>12} {:>9} {:>9} {:>9}",
+            "{:<width$} {:>12} {:>9} {:>9} {:>9}",
             row.label,
             rate,
             ms(row.latency.map(|l| l.p50)),

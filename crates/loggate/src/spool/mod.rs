@@ -374,6 +374,16 @@ impl Appended {
     }
 }
 
+/// Recovers `dir` as [`Spool::open`] does (drops drained segments, cuts torn
+/// tails, sets bad segments aside) without locking it or starting anything,
+/// and returns the records and bytes left to drain. Only the spool fuzz
+/// target (`crates/loggate/fuzz`) calls it.
+#[doc(hidden)]
+pub fn recover_for_fuzzing(dir: &Path) -> io::Result<(u64, u64)> {
+    let recovered = recover::recover(dir)?;
+    Ok((recovered.records, recovered.bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

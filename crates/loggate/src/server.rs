@@ -220,6 +220,7 @@ async fn connect(config: &ServeConfig, instance: &str) -> Result<Backends, Error
             first,
             &config.history.history_queue,
             config.tails.tail_prefetch,
+            config.tails.tail_channels,
         ),
     )?;
     Ok(Backends {

@@ -69,9 +69,27 @@ pub(super) async fn tail(
             CatchUp::Live,
         ),
         position => {
+            // A consumer of its own takes a channel of the tail connection,
+            // and RabbitMQ has only so many per connection: past the budget,
+            // refuse clearly rather than let the broker refuse channels to
+            // tails already running. (Reading the head uses the same one.)
+            let channel = gateway.source.claim_channel().ok_or_else(|| {
+                let (open, total) = gateway.source.channel_budget();
+                Status::resource_exhausted(format!(
+                    "{open} tails that start in the past are open, the most this gateway \
+                     has broker channels for (--tail-channels {total}, a tenth of them \
+                     kept for live tails); try again later or follow live"
+                ))
+            })?;
             // The head as it is now, before reading: "caught up" means past it.
             let head = gateway.source.head().await?;
-            let feed = Feed::own(&gateway.source, position, gateway.tails.resume_wait).await?;
+            let feed = Feed::own(
+                &gateway.source,
+                position,
+                gateway.tails.resume_wait,
+                channel,
+            )
+            .await?;
             let catch_up = match head {
                 Some(head) => CatchUp::Behind {
                     head,

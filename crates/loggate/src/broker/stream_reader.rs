@@ -9,8 +9,8 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     Channel, Connection,
 };
-use tokio::sync::watch;
-use tracing::debug;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
 
 use super::{
     link::{FirstConnect, Link, Prepare, Session},
@@ -50,7 +50,70 @@ pub struct StreamSource {
     /// Unacknowledged deliveries per reader: the bound on what one reader
     /// buffers before the broker waits for acks.
     prefetch: u16,
+    /// The channels tails' own consumers may use (`--tail-channels`).
+    channels: ChannelBudget,
 }
+
+/// The tail connection's channels for consumers of tails' own. RabbitMQ
+/// refuses a connection more channels than its `channel_max` (2047 by
+/// default), and a refused channel is an error for whoever asked: without a
+/// budget, a flood of history tails took them all and live tails (the hub,
+/// and followers it lets go) failed with them. With it, a new tail that needs
+/// a channel gets one from the open share or is refused at once; the
+/// reserved share is only for tails already running (a live tail detached
+/// from the hub, a live tail resuming after an outage), so a flood of new
+/// tails cannot starve them. The hub's own consumer is outside the budget.
+struct ChannelBudget {
+    /// For any tail, new ones included.
+    open: Arc<Semaphore>,
+    /// Only for tails already running.
+    reserved: Arc<Semaphore>,
+    /// Permits `open` started with.
+    open_count: usize,
+    /// `open_count` plus the reserved share.
+    total: usize,
+}
+
+impl ChannelBudget {
+    /// `total` channels, a tenth (at least one) of them reserved.
+    fn new(total: usize) -> ChannelBudget {
+        let total = total.max(2);
+        let reserved = (total / 10).max(1);
+        let open_count = total - reserved;
+        ChannelBudget {
+            open: Arc::new(Semaphore::new(open_count)),
+            reserved: Arc::new(Semaphore::new(reserved)),
+            open_count,
+            total,
+        }
+    }
+
+    fn claim_new(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.open).try_acquire_owned().ok()
+    }
+
+    fn try_claim_running(&self) -> Option<OwnedSemaphorePermit> {
+        self.claim_new()
+            .or_else(|| Arc::clone(&self.reserved).try_acquire_owned().ok())
+    }
+
+    async fn claim_running(&self) -> OwnedSemaphorePermit {
+        if let Some(permit) = self.try_claim_running() {
+            return permit;
+        }
+        let open = Arc::clone(&self.open).acquire_owned();
+        let reserved = Arc::clone(&self.reserved).acquire_owned();
+        let permit = tokio::select! {
+            permit = open => permit,
+            permit = reserved => permit,
+        };
+        permit.expect("the budget's semaphores are never closed")
+    }
+}
+
+/// Channels of the tail connection kept out of `--tail-channels`: the hub's
+/// consumer, and room for channels still closing.
+const UNBUDGETED_CHANNELS: usize = 7;
 
 impl StreamSource {
     /// Connects (see [`FirstConnect`]).
@@ -60,15 +123,56 @@ impl StreamSource {
         first: FirstConnect,
         history_queue: &str,
         prefetch: NonZeroU16,
+        channels: NonZeroU16,
     ) -> Result<StreamSource, Error> {
         let prepare: Prepare<ConsumeSession> =
             Arc::new(|connection| Box::pin(async move { Ok(ConsumeSession { connection }) }));
         let link = Link::establish(endpoint, connection_name, first, prepare).await?;
+        let mut channels = usize::from(channels.get());
+        // A broker configured with a lower channel_max than the budget
+        // would refuse channels the budget grants: stay below it.
+        if let Ok(session) = link.session() {
+            let channel_max = usize::from(session.connection.configuration().channel_max());
+            let room = channel_max.saturating_sub(UNBUDGETED_CHANNELS);
+            if channel_max > 0 && channels > room {
+                warn!(
+                    tail_channels = channels,
+                    channel_max,
+                    "--tail-channels is above what RabbitMQ allows a connection; using {room}"
+                );
+                channels = room;
+            }
+        }
         Ok(StreamSource {
             link,
             queue: ShortString::from(history_queue),
             prefetch: prefetch.get(),
+            channels: ChannelBudget::new(channels),
         })
+    }
+
+    /// A channel for a new tail's consumer of its own, from the share any
+    /// tail may take; `None` when that share is taken (refuse the tail).
+    /// Held for the tail's life: dropping it returns the channel.
+    pub fn claim_channel(&self) -> Option<OwnedSemaphorePermit> {
+        self.channels.claim_new()
+    }
+
+    /// A channel for a tail already running, without waiting: from the
+    /// reserved share too.
+    pub fn try_claim_running_channel(&self) -> Option<OwnedSemaphorePermit> {
+        self.channels.try_claim_running()
+    }
+
+    /// A channel for a tail already running; waits for one (bound it).
+    pub async fn claim_running_channel(&self) -> OwnedSemaphorePermit {
+        self.channels.claim_running().await
+    }
+
+    /// How many channels new tails may claim, and how many in all (the
+    /// rest is reserved for running tails): for refusals that name the limit.
+    pub fn channel_budget(&self) -> (usize, usize) {
+        (self.channels.open_count, self.channels.total)
     }
 
     /// The history queue this source reads.
@@ -77,6 +181,8 @@ impl StreamSource {
     }
 
     /// Opens a stream consumer on its own channel, starting at `start`.
+    /// Apart from the hub's one consumer, callers hold a claim on the
+    /// channel ([`StreamSource::claim_channel`]) while the reader is open.
     pub async fn open(&self, start: StreamStart) -> Result<StreamReader, Error> {
         let session = self.link.session()?;
         let channel = session.connection.create_channel().await?;
@@ -185,6 +291,19 @@ pub struct StreamMessage {
     delivery_tag: u64,
 }
 
+#[cfg(test)]
+impl StreamMessage {
+    /// A message as if read from the stream, for decoding tests.
+    pub fn for_test(offset: Option<i64>, content_type: Option<String>, body: Vec<u8>) -> Self {
+        StreamMessage {
+            offset,
+            content_type,
+            body,
+            delivery_tag: 0,
+        }
+    }
+}
+
 /// A stream consumer on its own channel. Close it with [`StreamReader::close`];
 /// if it is dropped instead, its channel is closed in the background so that
 /// nothing is left behind on the broker.
@@ -276,5 +395,41 @@ async fn cancel_and_close(channel: Channel, tag: ShortString) {
         .is_err()
     {
         debug!("closing a stream reader timed out");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_tails_cannot_take_the_reserved_share() {
+        let budget = ChannelBudget::new(20);
+        assert_eq!((budget.open_count, budget.total), (18, 20));
+        let new: Vec<_> = std::iter::from_fn(|| budget.claim_new()).collect();
+        assert_eq!(new.len(), 18);
+        let running: Vec<_> = std::iter::from_fn(|| budget.try_claim_running()).collect();
+        assert_eq!(running.len(), 2, "the reserve is left for running tails");
+        drop(running);
+        assert!(budget.claim_new().is_none(), "the reserve stays reserved");
+    }
+
+    #[tokio::test]
+    async fn a_running_tail_waits_for_a_returned_channel() {
+        let budget = Arc::new(ChannelBudget::new(2));
+        let mut held: Vec<_> = std::iter::from_fn(|| budget.try_claim_running()).collect();
+        assert_eq!(held.len(), 2);
+        let waiting = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.claim_running().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        held.pop();
+        let permit = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a returned channel is handed on")
+            .expect("no panic");
+        drop(permit);
     }
 }

@@ -312,6 +312,17 @@ pub struct TailsArgs {
     #[arg(long, env = "LOGGATE_TAIL_PREFETCH", default_value = "256", value_parser = clap::value_parser!(u16).range(1..).try_map(NonZeroU16::try_from))]
     pub tail_prefetch: NonZeroU16,
 
+    /// Stream consumers (each a channel of the tail connection) for Tails
+    /// that read on one of their own: those that start in the past, and
+    /// live ones moved off the shared consumer. A tenth is kept for the live
+    /// ones; past the rest, new Tails that start in the past get
+    /// RESOURCE_EXHAUSTED. Each also holds a file descriptor on the broker,
+    /// and a RabbitMQ out of them (1024 is a common limit) fails the whole
+    /// tail connection: raise this only with the broker's limit. Capped at
+    /// RabbitMQ's channel_max (2047 by default) less 7.
+    #[arg(long, env = "LOGGATE_TAIL_CHANNELS", default_value = "500", value_parser = clap::value_parser!(u16).range(2..).try_map(NonZeroU16::try_from))]
+    pub tail_channels: NonZeroU16,
+
     /// Most Tail calls open at once; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "LOGGATE_MAX_TAILS", default_value = "10000", value_parser = count(clap::value_parser!(u32).range(1..)))]
     pub max_tails: NonZeroUsize,

@@ -9,7 +9,10 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, OwnedSemaphorePermit},
+    time::Instant,
+};
 use tracing::{info, warn};
 
 use super::{decode, hub::Detachment, Entry, Hub};
@@ -18,6 +21,9 @@ use crate::record::Filter;
 
 /// Pause between attempts to reopen a consumer once connected.
 const RETRY: Duration = Duration::from_millis(200);
+
+/// Why a live tail the hub let go has no consumer of its own yet.
+const NO_CHANNEL: &str = "no channel of the tail connection was free (--tail-channels)";
 
 /// Entries in stream order, whichever way they arrive.
 pub struct Feed {
@@ -35,6 +41,10 @@ pub struct Feed {
     latest: Option<time::OffsetDateTime>,
     /// How long to wait for RabbitMQ after the consumer failed.
     resume_wait: Duration,
+    /// This feed's channel under `--tail-channels`, from its first consumer
+    /// of its own to its end (through outages, so a resume never competes
+    /// with new tails for one). `None` while it follows the hub.
+    channel: Option<OwnedSemaphorePermit>,
 }
 
 /// Where a feed's entries come from right now.
@@ -84,14 +94,17 @@ impl Feed {
             live_since: Some(time::OffsetDateTime::now_utc()),
             latest: hub.latest(),
             resume_wait,
+            channel: None,
         })
     }
 
-    /// A feed of its own from `start`.
+    /// A feed of its own from `start`; `channel` is its claim on the tail
+    /// connection's channels.
     pub async fn own(
         source: &Arc<StreamSource>,
         start: StreamStart,
         resume_wait: Duration,
+        channel: OwnedSemaphorePermit,
     ) -> Result<Feed, Error> {
         Ok(Feed {
             supplier: Supplier::OwnConsumer(Box::new(OwnConsumer {
@@ -106,6 +119,7 @@ impl Feed {
             live_since: None,
             latest: None,
             resume_wait,
+            channel: Some(channel),
         })
     }
 
@@ -128,7 +142,21 @@ impl Feed {
                             }
                             Err(failure.reason)
                         } else if let Some((offset, index)) = detachment.resume_at() {
-                            match hub.source().open(StreamStart::Offset(offset)).await {
+                            // A consumer of its own needs a channel, from the
+                            // share new tails cannot take if need be; without
+                            // one it waits like a consumer the broker lost.
+                            if self.channel.is_none() {
+                                self.channel = hub.source().try_claim_running_channel();
+                            }
+                            let opened = match &self.channel {
+                                Some(_) => hub
+                                    .source()
+                                    .open(StreamStart::Offset(offset))
+                                    .await
+                                    .map_err(|error| error.to_string()),
+                                None => Err(NO_CHANNEL.to_owned()),
+                            };
+                            match opened {
                                 Ok(reader) => {
                                     self.supplier = Supplier::OwnConsumer(Box::new(OwnConsumer {
                                         reader,
@@ -139,9 +167,9 @@ impl Feed {
                                     continue;
                                 }
                                 // Recovers from there like any lost consumer.
-                                Err(error) => {
+                                Err(reason) => {
                                     self.next_at = self.next_at.max(Some((offset, index)));
-                                    Err(error.to_string())
+                                    Err(reason)
                                 }
                             }
                         } else {
@@ -207,6 +235,18 @@ impl Feed {
             ),
             (None, None) => (self.start, None, None),
         };
+        if self.channel.is_none() {
+            // A live tail the hub let go or lost: it waits for a channel no
+            // longer than it would for the broker.
+            match tokio::time::timeout_at(deadline, self.source.claim_running_channel()).await {
+                Ok(channel) => self.channel = Some(channel),
+                Err(_) => {
+                    return Err(Error::Consumer(format!(
+                        "{reason}; {NO_CHANNEL} within {waited}"
+                    )))
+                }
+            }
+        }
         let mut connected = self.source.connected();
         loop {
             while !*connected.borrow_and_update() {

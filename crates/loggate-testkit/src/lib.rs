@@ -25,7 +25,9 @@ pub use gateway::{Gateway, NOT_SERVING, SERVING};
 pub use history::{history, next_record};
 pub use names::{fresh_names, unique, Names};
 pub use probe::Probe;
-pub use process::{loggate_bin, serve_process, spawn_serving, SpawnError};
+pub use process::{
+    loggate_bin, serve_process, serve_process_logged, spawn_serving, SpawnError, Stderr,
+};
 pub use rabbitmq::{
     close_connections, connections_named, consumers_of_connection, rabbitmqctl, AmqpConnection,
     Rabbitmqctl, RabbitmqctlError, Vhost, AMQP_URL,

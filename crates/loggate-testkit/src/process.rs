@@ -124,3 +124,91 @@ pub async fn serve_process(args: &[&str]) -> (Child, String) {
 fn address_file_path() -> PathBuf {
     std::env::temp_dir().join(format!("{}.address", crate::unique("serve")))
 }
+
+/// What a gateway process wrote to stderr: every line counted, the first
+/// `STDERR_KEPT` kept (a flood must not fill the test's memory).
+#[derive(Clone, Default)]
+pub struct Stderr {
+    lines: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    head: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Lines of a gateway's stderr that [`Stderr`] keeps for a failure message.
+const STDERR_KEPT: usize = 200;
+
+impl Stderr {
+    /// Lines written so far.
+    pub fn lines(&self) -> usize {
+        self.lines.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The first lines written, joined.
+    pub fn head(&self) -> String {
+        self.head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .join("\n")
+    }
+
+    /// Waits until no line has arrived for `quiet` (or `WAIT` passed), so
+    /// that a count taken afterwards includes what the pipe still held.
+    pub async fn settle(&self, quiet: Duration) {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = self.bytes();
+        loop {
+            tokio::time::sleep(quiet).await;
+            let now = self.bytes();
+            if now == seen || Instant::now() >= deadline {
+                return;
+            }
+            seen = now;
+        }
+    }
+}
+
+/// [`serve_process`] with the gateway's stderr read by a task of its own:
+/// counted, the start kept (see [`Stderr`]). `RUST_LOG` is unset, so the
+/// gateway logs at its default level.
+pub async fn serve_process_logged(args: &[&str]) -> (Child, String, Stderr) {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let mut command = Command::new(loggate_bin());
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let (mut child, address) = spawn_serving(command, WAIT)
+        .await
+        .unwrap_or_else(|error| panic!("loggate serve did not start: {error}"));
+    let stderr = Stderr::default();
+    let pipe = child.stderr.take().expect("stderr is piped");
+    let counted = stderr.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(pipe).split(b'\n');
+        while let Ok(Some(line)) = lines.next_segment().await {
+            counted
+                .lines
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counted
+                .bytes
+                .fetch_add(line.len() + 1, std::sync::atomic::Ordering::Relaxed);
+            let mut head = counted
+                .head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if head.len() < STDERR_KEPT {
+                head.push(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+    });
+    (child, format!("http://{address}"), stderr)
+}

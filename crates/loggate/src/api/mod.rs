@@ -19,7 +19,7 @@ use crate::broker::StreamSource;
 use crate::ingest::Ingest;
 use crate::proto::v1 as pb;
 use crate::record::Limits;
-use crate::tail::Hub;
+use crate::tail::{DecodeLimits, Hub};
 
 /// What every RPC needs; cheap to share.
 pub struct Gateway {
@@ -70,6 +70,8 @@ pub struct TailSettings {
     pub heartbeat: Duration,
     /// How long a tail waits for the broker to come back before it ends.
     pub resume_wait: Duration,
+    /// The bounds stream messages are read within.
+    pub decode: DecodeLimits,
 }
 
 impl Gateway {
@@ -86,7 +88,7 @@ impl Gateway {
         } = settings;
         Gateway {
             ingest,
-            hub: Hub::new(Arc::clone(&source), tails.hub_queue),
+            hub: Hub::new(Arc::clone(&source), tails.hub_queue, tails.decode),
             source,
             instance,
             calls,

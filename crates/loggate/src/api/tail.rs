@@ -83,13 +83,8 @@ pub(super) async fn tail(
             })?;
             // The head as it is now, before reading: "caught up" means past it.
             let head = gateway.source.head().await?;
-            let feed = Feed::own(
-                &gateway.source,
-                position,
-                gateway.tails.resume_wait,
-                channel,
-            )
-            .await?;
+            let feed =
+                Feed::own(&gateway.hub, position, gateway.tails.resume_wait, channel).await?;
             let catch_up = match head {
                 Some(head) => CatchUp::Behind {
                     head,

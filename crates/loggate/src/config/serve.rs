@@ -344,6 +344,25 @@ pub struct TailsArgs {
     /// Records buffered per Tail while its client is slow.
     #[arg(long, env = "LOGGATE_TAIL_BUFFER", default_value = "128", value_parser = count(clap::value_parser!(u16).range(1..)))]
     pub tail_buffer: NonZeroUsize,
+
+    /// Larger messages on the history stream (anyone with write access to
+    /// the exchange can publish one) are skipped unread, with a warning.
+    #[arg(long, env = "LOGGATE_TAIL_MAX_MESSAGE_BYTES", default_value = "16MiB", value_parser = memory_size)]
+    pub tail_max_message_bytes: usize,
+
+    /// Messages on the history stream packing more records (lines of
+    /// application/x-ndjson) are skipped unread, with a warning.
+    #[arg(long, env = "LOGGATE_TAIL_MAX_MESSAGE_RECORDS", default_value = "10000", value_parser = count(clap::value_parser!(u32).range(1..)))]
+    pub tail_max_message_records: NonZeroUsize,
+
+    /// A record larger than this is sent to Tails cut down to it (the message
+    /// first), with the attribute loggate.truncated = its original size. The
+    /// default keeps every Tail response under gRPC clients' usual 4 MiB
+    /// limit; at least 64KiB.
+    #[arg(long, env = "LOGGATE_TAIL_MAX_RECORD_BYTES", default_value = "4032KiB", value_parser = |text: &str| {
+        memory_size(text).and_then(|n| if n < 64 << 10 { Err("must be at least 64KiB".to_owned()) } else { Ok(n) })
+    })]
+    pub tail_max_record_bytes: usize,
 }
 
 impl TailsArgs {
@@ -356,6 +375,11 @@ impl TailsArgs {
             hub_queue: self.tail_hub_queue,
             heartbeat: self.tail_heartbeat,
             resume_wait: self.tail_resume_wait,
+            decode: crate::tail::DecodeLimits {
+                max_message_bytes: self.tail_max_message_bytes,
+                max_message_records: self.tail_max_message_records.get(),
+                max_record_bytes: self.tail_max_record_bytes,
+            },
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The AMQP message body: one JSON object per record (`application/json`).
+//! The AMQP message body: one JSON object per record (`application/json`), or
+//! several, one per line (`application/x-ndjson`).
 
 use super::Record;
 
@@ -29,15 +30,49 @@ impl Record {
     /// (`application/json`, or no content type) or several, one per line
     /// (`application/x-ndjson`, `--amqp-batch-records`).
     pub fn from_message(content_type: Option<&str>, body: &[u8]) -> Vec<Result<Record, BodyError>> {
-        if content_type == Some(NDJSON) {
+        Record::from_message_within(content_type, body, usize::MAX, usize::MAX)
+            .expect("nothing is over an unlimited bound")
+    }
+
+    /// [`Record::from_message`] for bodies nobody vouches for (anyone with
+    /// write access to the exchange can publish): a body over `max_bytes`, or
+    /// holding more than `max_records` records, is refused whole before any
+    /// of it is parsed, so its cost is a length check and a bounded scan.
+    pub fn from_message_within(
+        content_type: Option<&str>,
+        body: &[u8],
+        max_bytes: usize,
+        max_records: usize,
+    ) -> Result<Vec<Result<Record, BodyError>>, Oversized> {
+        if body.len() > max_bytes {
+            return Err(Oversized::Bytes {
+                bytes: body.len(),
+                limit: max_bytes,
+            });
+        }
+        if content_type != Some(NDJSON) {
+            return Ok(vec![Record::from_json(body)]);
+        }
+        let lines = || {
             body.split(|&b| b == b'\n')
                 .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-                .map(Record::from_json)
-                .collect()
-        } else {
-            vec![Record::from_json(body)]
+        };
+        // Counted first, stopping just past the bound: two million junk lines
+        // cost a scan of the first few, not two million parse errors.
+        if lines().take(max_records.saturating_add(1)).count() > max_records {
+            return Err(Oversized::Records { limit: max_records });
         }
+        Ok(lines().map(Record::from_json).collect())
     }
+}
+
+/// Why a message body was refused without being parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Oversized {
+    #[error("the body is {bytes} bytes, over the limit of {limit}")]
+    Bytes { bytes: usize, limit: usize },
+    #[error("the body packs more than {limit} records")]
+    Records { limit: usize },
 }
 
 /// The content type of a message that packs several records, one per line.
@@ -138,6 +173,29 @@ mod tests {
         let bad = Record::from_message(Some(NDJSON), b"{}\nnot json\n");
         assert_eq!(bad.len(), 2);
         assert!(bad.iter().all(Result::is_err));
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_parsing() {
+        let junk = b"x\n".repeat(2_000_000);
+        assert_eq!(
+            Record::from_message_within(Some(NDJSON), &junk, usize::MAX, 10_000).err(),
+            Some(Oversized::Records { limit: 10_000 })
+        );
+        assert_eq!(
+            Record::from_message_within(Some("application/json"), &junk, 1_000, 10).err(),
+            Some(Oversized::Bytes {
+                bytes: 4_000_000,
+                limit: 1_000
+            })
+        );
+        // Blank lines are not records, and a body at the bounds is read.
+        let mut two = record().to_json();
+        two.extend_from_slice(b"\n\n  \n");
+        two.extend_from_slice(&record().to_json());
+        let read = Record::from_message_within(Some(NDJSON), &two, two.len(), 2).expect("within");
+        assert_eq!(read.len(), 2);
+        assert!(Record::from_message_within(Some(NDJSON), &two, two.len(), 1).is_err());
     }
 
     #[test]

@@ -15,7 +15,11 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use super::{decode, hub::Detachment, Entry, Hub};
+use super::{
+    decode::{Decoder, Decoding},
+    hub::Detachment,
+    Entry, Hub,
+};
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
 use crate::record::Filter;
 
@@ -29,6 +33,8 @@ const NO_CHANNEL: &str = "no channel of the tail connection was free (--tail-cha
 pub struct Feed {
     supplier: Supplier,
     source: Arc<StreamSource>,
+    /// The gateway's, shared with the hub (one warning budget).
+    decoder: Decoder,
     /// Where the next entry is: just past the last one handed out (or past
     /// everything the hub had read). `None` before the first.
     next_at: Option<(i64, u32)>,
@@ -66,6 +72,9 @@ struct OwnConsumer {
     reader: StreamReader,
     /// Decoded but not yet taken.
     pending: VecDeque<Entry>,
+    /// The message being decoded, kept here so that a cancelled
+    /// [`Feed::next`] loses none of it.
+    decoding: Option<Decoding>,
     /// Entries before this position were already delivered (the reader
     /// starts at a whole chunk).
     from: Option<(i64, u32)>,
@@ -89,6 +98,7 @@ impl Feed {
                 hub: Arc::clone(hub),
             },
             source: Arc::clone(hub.source()),
+            decoder: hub.decoder().clone(),
             next_at: None,
             start: StreamStart::Next,
             live_since: Some(time::OffsetDateTime::now_utc()),
@@ -98,22 +108,25 @@ impl Feed {
         })
     }
 
-    /// A feed of its own from `start`; `channel` is its claim on the tail
-    /// connection's channels.
+    /// A feed of its own from `start`, on the hub's source.
+    /// `channel` is its claim on the tail connection's channels.
     pub async fn own(
-        source: &Arc<StreamSource>,
+        hub: &Hub,
         start: StreamStart,
         resume_wait: Duration,
         channel: OwnedSemaphorePermit,
     ) -> Result<Feed, Error> {
+        let source = hub.source();
         Ok(Feed {
             supplier: Supplier::OwnConsumer(Box::new(OwnConsumer {
                 reader: source.open(start).await?,
                 pending: VecDeque::new(),
+                decoding: None,
                 from: None,
                 not_before: None,
             })),
             source: Arc::clone(source),
+            decoder: hub.decoder().clone(),
             next_at: None,
             start,
             live_since: None,
@@ -161,6 +174,7 @@ impl Feed {
                                     self.supplier = Supplier::OwnConsumer(Box::new(OwnConsumer {
                                         reader,
                                         pending: VecDeque::new(),
+                                        decoding: None,
                                         from: Some((offset, index)),
                                         not_before: None,
                                     }));
@@ -177,7 +191,8 @@ impl Feed {
                         }
                     }
                 },
-                Supplier::OwnConsumer(own) => match own.next(&mut self.latest).await {
+                Supplier::OwnConsumer(own) => match own.next(&self.decoder, &mut self.latest).await
+                {
                     Ok(Some(entry)) => Ok(Some(entry)),
                     Ok(None) => Err("RabbitMQ cancelled the history stream consumer".to_owned()),
                     Err(error) => Err(error.to_string()),
@@ -267,6 +282,7 @@ impl Feed {
                     self.supplier = Supplier::OwnConsumer(Box::new(OwnConsumer {
                         reader,
                         pending: VecDeque::new(),
+                        decoding: None,
                         from,
                         not_before,
                     }));
@@ -304,6 +320,7 @@ impl Feed {
 impl OwnConsumer {
     async fn next(
         &mut self,
+        decoder: &Decoder,
         latest: &mut Option<time::OffsetDateTime>,
     ) -> Result<Option<Entry>, Error> {
         loop {
@@ -321,15 +338,20 @@ impl OwnConsumer {
                 self.not_before = None;
                 return Ok(Some(entry));
             }
-            let Some(message) = self.reader.next().await? else {
+            if let Some(decoding) = &mut self.decoding {
+                let entries = decoding.entries().await;
+                self.decoding = None;
+                let newest = entries.iter().map(|e| e.record.received_time).max();
+                *latest = (*latest).max(newest);
+                self.pending.extend(entries);
+                continue;
+            }
+            let Some(mut message) = self.reader.next().await? else {
                 return Ok(None);
             };
-            let entries = decode(&message);
-            let newest = entries.iter().map(|e| e.record.received_time).max();
-            *latest = (*latest).max(newest);
-            self.pending.extend(entries);
-            // Decoded and queued: grant the credit for the next message. At
-            // most one message's records wait here, so memory stays bounded.
+            self.decoding = Some(decoder.start(&mut message));
+            // Being decoded: grant the credit for the next message. At most
+            // one message's records wait here, so memory stays bounded.
             self.reader.ack(&message).await?;
         }
     }

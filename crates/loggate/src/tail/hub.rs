@@ -8,7 +8,10 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{decode, Entry};
+use super::{
+    decode::{DecodeLimits, Decoder},
+    Entry,
+};
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
 use crate::record::Filter;
 // Nothing is held across a panic point under the hub's locks.
@@ -19,6 +22,8 @@ pub struct Hub {
     source: Arc<StreamSource>,
     /// Entries queued per follower before it is let go (memory per follower).
     capacity: usize,
+    /// Shared with every feed of this gateway: one warning budget.
+    decoder: Decoder,
     state: Mutex<State>,
     /// Serialises starting the consumer, so a follower only returns once the
     /// consumer that will feed it is attached.
@@ -33,7 +38,9 @@ pub struct Hub {
 #[derive(Default)]
 struct State {
     running: bool,
-    followers: Vec<Subscriber>,
+    /// Copied on write: fan-out takes a snapshot and runs every filter
+    /// without the lock, so joining and leaving never wait for filters.
+    followers: Arc<Vec<Arc<Subscriber>>>,
 }
 
 struct Subscriber {
@@ -72,10 +79,15 @@ impl Detachment {
 }
 
 impl Hub {
-    pub fn new(source: Arc<StreamSource>, capacity: NonZeroUsize) -> Arc<Hub> {
+    pub fn new(
+        source: Arc<StreamSource>,
+        capacity: NonZeroUsize,
+        limits: DecodeLimits,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             source,
             capacity: capacity.get(),
+            decoder: Decoder::new(limits),
             state: Mutex::default(),
             starting: tokio::sync::Mutex::new(()),
             left: tokio::sync::Notify::new(),
@@ -88,6 +100,11 @@ impl Hub {
         &self.source
     }
 
+    /// How this gateway reads stream messages.
+    pub(super) fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
     /// Registers a live follower: it gets every matching record that arrives
     /// from now on. Starts the shared consumer if it is not running.
     pub async fn subscribe(
@@ -96,18 +113,18 @@ impl Hub {
     ) -> Result<(mpsc::Receiver<Entry>, Arc<Detachment>), Error> {
         let (tx, rx) = mpsc::channel(self.capacity);
         let detachment = Arc::new(Detachment::default());
-        let subscriber = Subscriber {
+        let subscriber = Arc::new(Subscriber {
             filter,
             tx,
             detachment: Arc::clone(&detachment),
-        };
+        });
         let _starting = self.starting.lock().await;
         // Joining a running hub and the hub retiring both happen under the
         // state lock, so a follower never joins a hub that has just stopped.
         {
             let mut state = lock(&self.state);
             if state.running {
-                state.followers.push(subscriber);
+                Arc::make_mut(&mut state.followers).push(subscriber);
                 return Ok((rx, detachment));
             }
         }
@@ -115,7 +132,7 @@ impl Hub {
         {
             let mut state = lock(&self.state);
             state.running = true;
-            state.followers.push(subscriber);
+            Arc::make_mut(&mut state.followers).push(subscriber);
         }
         tokio::spawn(Arc::clone(self).run(reader));
         info!("live tail hub started");
@@ -134,19 +151,20 @@ impl Hub {
                 next = reader.next() => next,
                 () = self.left.notified() => continue,
             };
-            let message = match next {
+            let mut message = match next {
                 Ok(Some(message)) => message,
                 Ok(None) => {
                     break Some("RabbitMQ cancelled the history stream consumer".to_owned())
                 }
                 Err(error) => break Some(error.to_string()),
             };
-            let entries = decode(&message);
+            // A large body is parsed on a blocking thread meanwhile.
+            let mut decoding = self.decoder.start(&mut message);
             // The hub never waits on a follower, so ack (grant credit) at once.
             if let Err(error) = reader.ack(&message).await {
                 break Some(error.to_string());
             }
-            self.fan_out(&entries);
+            self.fan_out(&decoding.entries().await);
             next_offset = message.offset.map(|offset| offset + 1).or(next_offset);
         };
         reader.close().await;
@@ -154,7 +172,7 @@ impl Hub {
             warn!(%reason, "live tail hub stopped");
             let mut state = lock(&self.state);
             state.running = false;
-            for follower in state.followers.drain(..) {
+            for follower in std::mem::take(&mut state.followers).iter() {
                 *lock(&follower.detachment.failed) = Some(Failure {
                     reason: reason.clone(),
                     next_offset,
@@ -167,16 +185,24 @@ impl Hub {
 
     /// A follower is done: forget it, and let the consumer stop if it was the last.
     pub fn leave(&self, detachment: &Arc<Detachment>) {
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        if state
             .followers
-            .retain(|f| !Arc::ptr_eq(&f.detachment, detachment));
+            .iter()
+            .any(|f| Arc::ptr_eq(&f.detachment, detachment))
+        {
+            Arc::make_mut(&mut state.followers).retain(|f| !Arc::ptr_eq(&f.detachment, detachment));
+        }
+        drop(state);
         self.left.notify_one();
     }
 
     /// Stops the hub when every follower has gone.
     fn retire_if_idle(&self) -> bool {
         let mut state = lock(&self.state);
-        state.followers.retain(|f| !f.tx.is_closed());
+        if state.followers.iter().any(|f| f.tx.is_closed()) {
+            Arc::make_mut(&mut state.followers).retain(|f| !f.tx.is_closed());
+        }
         if state.followers.is_empty() {
             state.running = false;
             return true;
@@ -197,27 +223,43 @@ impl Hub {
             let mut latest = lock(&self.latest);
             *latest = (*latest).max(Some(newest));
         }
-        let mut state = lock(&self.state);
-        state.followers.retain(|follower| {
-            for entry in entries
-                .iter()
-                .filter(|e| follower.filter.matches(&e.record))
-            {
-                match follower.tx.try_send(entry.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // Let go; the follower continues on its own from here.
-                        *lock(&follower.detachment.resume_at) = Some((entry.offset, entry.index));
-                        debug!(
-                            offset = entry.offset,
-                            "a slow follower was detached from the hub"
-                        );
-                        return false;
-                    }
+        // Filters run without the lock (a `contains` over a 4 MiB message
+        // takes a while): on a snapshot of the followers.
+        let followers = Arc::clone(&lock(&self.state).followers);
+        let mut gone: Vec<&Arc<Detachment>> = Vec::new();
+        for follower in followers.iter() {
+            if !follower.offer(entries) {
+                gone.push(&follower.detachment);
+            }
+        }
+        if !gone.is_empty() {
+            let mut state = lock(&self.state);
+            Arc::make_mut(&mut state.followers)
+                .retain(|f| !gone.iter().any(|g| Arc::ptr_eq(g, &f.detachment)));
+        }
+    }
+}
+
+impl Subscriber {
+    /// Queues the entries this follower's filter matches; `false` if it is
+    /// gone or was let go (its queue was full).
+    fn offer(&self, entries: &[Entry]) -> bool {
+        for entry in entries.iter().filter(|e| self.filter.matches(&e.record)) {
+            // A clone of the entry shares the record: no copy per follower.
+            match self.tx.try_send(entry.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Let go; the follower continues on its own from here.
+                    *lock(&self.detachment.resume_at) = Some((entry.offset, entry.index));
+                    debug!(
+                        offset = entry.offset,
+                        "a slow follower was detached from the hub"
+                    );
+                    return false;
                 }
             }
-            true
-        });
+        }
+        true
     }
 }

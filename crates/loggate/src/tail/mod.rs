@@ -7,16 +7,20 @@
 //! record it could not take, and the follower carries on from exactly there on
 //! a stream consumer of its own ([`Feed`] does the switch), catching up at its
 //! own pace. Followers that start in the past read on their own from the start.
+//!
+//! The broker is input too: every message is read within bounds (`decode`),
+//! so junk published straight to the exchange is skipped, not a stall.
 
+mod decode;
 mod feed;
 mod hub;
 
 use std::sync::Arc;
 
+pub use decode::{DecodeLimits, DEFAULT_MAX_RECORD_BYTES, TRUNCATED};
 pub use feed::Feed;
 pub use hub::Hub;
 
-use crate::broker::StreamMessage;
 use crate::record::Record;
 
 /// One record and where it sits in the stream.
@@ -37,32 +41,4 @@ impl Entry {
     pub fn at_or_after(&self, offset: i64, index: u32) -> bool {
         (self.offset, self.index) >= (offset, index)
     }
-}
-
-/// The loggate records in a message (one, or several when packed); anything
-/// else someone published to the exchange is skipped and logged: the broker is
-/// input too, and must not crash a tail. Each record keeps its index in the
-/// message, bad lines included, so positions stay stable.
-pub fn decode(message: &StreamMessage) -> Vec<Entry> {
-    let offset = message.offset.unwrap_or(-1);
-    let mut entries: Vec<Entry> = Record::from_message(message.content_type.as_deref(), &message.body)
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, decoded)| match decoded {
-            Ok(record) => Some(Entry {
-                offset,
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-                record: Arc::new(record),
-                last_in_message: false,
-            }),
-            Err(error) => {
-                tracing::warn!(offset, content_type = ?message.content_type, %error, "skipping a message that is not a loggate record");
-                None
-            }
-        })
-        .collect();
-    if let Some(last) = entries.last_mut() {
-        last.last_in_message = true;
-    }
-    entries
 }

@@ -9,6 +9,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
+    body::Body,
+    codegen::{http, Context, Poll, Service},
+    server::NamedService,
     service::{interceptor::InterceptedService, Routes},
     transport::{server::TcpIncoming, Server},
 };
@@ -18,7 +21,7 @@ use tracing::{info, warn};
 use crate::api::{Authenticate, Gateway, GatewaySettings};
 use crate::auth::{self, Auth};
 use crate::broker::{self, Brokers, FirstConnect, Publisher, StreamSource};
-use crate::config::ServeConfig;
+use crate::config::{LimitsArgs, ServeConfig};
 use crate::ingest::Ingest;
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
 use crate::spool::{self, Spool};
@@ -33,6 +36,9 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Largest gRPC request accepted: a full batch of large records fits.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Largest Tail request accepted: filters and a resume token need a few
+/// hundred bytes, so a client gets no 64 MiB buffer out of a Tail.
+const MAX_TAIL_REQUEST_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +103,7 @@ pub async fn run(
         listener,
         security.tls,
         routes,
+        &config.limits,
         shutdown,
         config.server.shutdown_grace,
         &stop,
@@ -252,13 +259,23 @@ fn build_services(
             instance,
             calls: config.limits.settings(),
             tails: config.tails.settings(),
+            quotas: config.limits.quotas(),
         },
         stop,
     );
-    let gateway = InterceptedService::new(
-        LogGatewayServer::new(gateway).max_decoding_message_size(MAX_REQUEST_BYTES),
-        Authenticate::new(auth),
-    );
+    let gateway = Arc::new(gateway);
+    let authenticate = Authenticate::new(auth);
+    let gateway = TailLimited {
+        tail: InterceptedService::new(
+            LogGatewayServer::from_arc(Arc::clone(&gateway))
+                .max_decoding_message_size(MAX_TAIL_REQUEST_BYTES),
+            authenticate.clone(),
+        ),
+        other: InterceptedService::new(
+            LogGatewayServer::from_arc(gateway).max_decoding_message_size(MAX_REQUEST_BYTES),
+            authenticate,
+        ),
+    };
 
     // grpcurl 1.8 speaks only v1alpha; newer tools speak v1. Each version's
     // listing names every service served: ours, health, and both reflections
@@ -281,13 +298,52 @@ fn build_services(
     Ok((routes, reporter))
 }
 
+/// The LogGateway service twice, the same gateway behind both: Tail calls
+/// go to the one that decodes at most `MAX_TAIL_REQUEST_BYTES`, the rest to
+/// the one that takes a full batch. (tonic sets its decode limit per
+/// service, not per method.)
+#[derive(Clone)]
+struct TailLimited<S> {
+    tail: S,
+    other: S,
+}
+
+impl<S: NamedService> NamedService for TailLimited<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for TailLimited<S>
+where
+    S: Service<http::Request<Body>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both are tonic's generated servers behind an interceptor: always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let tail = request.uri().path() == TAIL_PATH;
+        let mut service = if tail { &self.tail } else { &self.other }.clone();
+        service.call(request)
+    }
+}
+
+/// The Tail method's HTTP/2 path.
+const TAIL_PATH: &str = "/loggate.v1.LogGateway/Tail";
+
 /// Step 3: serves `routes` on `listener` until `shutdown` resolves, then
 /// stops accepting (cancelling `stop` ends tails) and gives open calls
-/// `grace` to finish.
+/// `grace` to finish. Each connection gets `--max-streams-per-connection`,
+/// HTTP/2 keepalive pings and, if asked, a maximum age.
 async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
     routes: Routes,
+    limits: &LimitsArgs,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     stop: &CancellationToken,
@@ -297,7 +353,20 @@ async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
-    let server = Server::builder()
+    let mut server = Server::builder()
+        // Every call is an HTTP/2 stream, so this is also the connection's
+        // concurrency limit (tonic's own per-connection limit counts a
+        // streaming call only until it answers its headers). Without it one
+        // connection could open every --max-tails place.
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+        // Finds peers that vanished behind a NAT or load balancer without a
+        // FIN (TCP keepalive takes minutes more); a tail may be quiet for long.
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout));
+    if let Some(age) = limits.max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    let server = server
         // Flow control is LogStream's backpressure: a window of 256 KiB per
         // stream (about a thousand typical records) keeps what a stream can
         // park in the gateway small, and is still far above the bandwidth-delay

@@ -23,6 +23,7 @@ pub(super) async fn log(
         .accept(input)
         .map_err(|e| e.within("record"))?;
     permitted(&caller, &record, "record")?;
+    gateway.quotas.spend(&caller, 1)?;
     let delivered = gateway
         .ingest
         .deliver(std::slice::from_ref(&record))
@@ -46,6 +47,7 @@ pub(super) async fn log_batch(
         inputs,
         gateway.calls.max_batch.get(),
     )?;
+    gateway.quotas.spend(&caller, records.len())?;
     let delivered = gateway.ingest.deliver(&records).await?;
     Ok(Response::new(pb::LogBatchResponse {
         ids: records.into_iter().map(|r| r.id).collect(),

@@ -3,6 +3,7 @@
 
 mod auth;
 mod log;
+mod quota;
 mod status;
 mod stream;
 mod tail;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 pub use auth::Authenticate;
+pub use quota::{QuotaSettings, Rate};
 
 use crate::broker::StreamSource;
 use crate::ingest::Ingest;
@@ -34,6 +36,8 @@ pub struct Gateway {
     tails: TailSettings,
     /// One permit per open Tail (`--max-tails`).
     open_tails: Arc<tokio::sync::Semaphore>,
+    /// What each principal may use: records/s and open tails.
+    quotas: Arc<quota::Quotas>,
     /// Cancelled when the gateway shuts down: tails end with UNAVAILABLE.
     shutdown: CancellationToken,
 }
@@ -44,6 +48,7 @@ pub struct GatewaySettings {
     pub instance: String,
     pub calls: CallLimits,
     pub tails: TailSettings,
+    pub quotas: QuotaSettings,
 }
 
 /// Bounds on the ingest calls (`Log`, `LogBatch`, `LogStream`).
@@ -55,6 +60,8 @@ pub struct CallLimits {
     pub max_batch: NonZeroUsize,
     /// Unconfirmed records one LogStream may have before it stops reading.
     pub stream_inflight: NonZeroUsize,
+    /// Requests one LogStream may have read but not yet answered.
+    pub stream_requests: NonZeroUsize,
 }
 
 /// How Tail calls are served.
@@ -85,6 +92,7 @@ impl Gateway {
             instance,
             calls,
             tails,
+            quotas,
         } = settings;
         Gateway {
             ingest,
@@ -94,6 +102,7 @@ impl Gateway {
             calls,
             open_tails: Arc::new(tokio::sync::Semaphore::new(tails.max_tails.get())),
             tails,
+            quotas: Arc::new(quota::Quotas::new(quotas)),
             shutdown,
         }
     }

@@ -1,11 +1,15 @@
 //! `LogStream`: many pipelined requests on one call, each answered once its
 //! records are confirmed (or with its own error), in order of confirmation.
 //!
-//! One task reads requests in order and hands each over to `ingest` in the
-//! stream's own sequence (so requests reach the broker, or the spool, in the
-//! order sent); a task per request awaits the outcome and answers. A per-stream semaphore
-//! bounds unanswered records: when it is exhausted the reader stops reading,
-//! and HTTP/2 flow control pushes back on the client.
+//! One task reads requests in order, validates each, and hands it over to
+//! `ingest` in the stream's own sequence (so requests reach the broker, or
+//! the spool, in the order sent); a task per request awaits the outcome and
+//! answers. Every request read holds a place until its answer is queued:
+//! one of `--stream-requests` places, plus one `--stream-inflight` permit
+//! per record. When either runs out (a client that does not read its
+//! answers runs out of both) the reader stops reading, and HTTP/2 flow
+//! control pushes back on the client. Validation comes first, so a request
+//! that will be refused never waits for, or holds, room meant for records.
 
 use std::sync::Arc;
 
@@ -21,11 +25,12 @@ use tracing::{debug, info_span, Instrument};
 
 use super::auth::caller;
 use super::log::{accept_batch, traceparent};
+use super::quota::Quotas;
 use super::{Gateway, LogStreamStream};
 use crate::auth::Caller;
-use crate::ingest::{Ingest, Reservation, Sequence};
+use crate::ingest::{Delivered, Ingest, Reservation, Sequence};
 use crate::proto::v1 as pb;
-use crate::record::{Acceptance, Limits, TraceParent};
+use crate::record::{Acceptance, Limits, Record, TraceParent};
 
 /// Answers buffered for a client that is slow to read them.
 const ANSWER_BUFFER: usize = 256;
@@ -41,9 +46,11 @@ pub(super) async fn log_stream(
         sequence: gateway.ingest.sequence(),
         instance: gateway.instance.clone(),
         caller,
+        quotas: Arc::clone(&gateway.quotas),
         limits: gateway.calls.record,
         max_batch: gateway.calls.max_batch.get(),
         traceparent: traceparent(request.metadata()),
+        unanswered: Arc::new(Semaphore::new(gateway.calls.stream_requests.get())),
         inflight: Arc::new(Semaphore::new(stream_inflight)),
         max_inflight: u32::try_from(stream_inflight).unwrap_or(u32::MAX),
         shutdown: gateway.shutdown.clone(),
@@ -66,9 +73,15 @@ struct StreamCall {
     instance: String,
     /// Who is calling: stamped on the records, and what they may write.
     caller: Caller,
+    /// The caller's records/s, spent per request once it is valid.
+    quotas: Arc<Quotas>,
     limits: Limits,
     max_batch: usize,
     traceparent: Option<TraceParent>,
+    /// One permit per request read but not yet answered (`--stream-requests`),
+    /// whatever it holds: bounds the answer tasks of a stream, empty requests
+    /// and refusals included.
+    unanswered: Arc<Semaphore>,
     /// One permit per record sent but not yet answered.
     inflight: Arc<Semaphore>,
     /// All of `inflight`'s permits: the most one request takes (a request
@@ -90,7 +103,12 @@ impl StreamCall {
             };
             match request {
                 Ok(Some(request)) => {
-                    let permits = match self.admit(&request, &answers).await {
+                    let seq = request.seq;
+                    // Validated before it waits for room: a request that
+                    // will be refused takes no record permit.
+                    let accepted = self.accept(request);
+                    let wanted = accepted.as_ref().map_or(0, Vec::len);
+                    let permits = match self.admit(wanted, &answers).await {
                         Ok(permits) => permits,
                         Err(NotAdmitted::ClientLeft) => break None,
                         // This request (and any in flight) gets no answer:
@@ -99,7 +117,7 @@ impl StreamCall {
                             break Some(Status::unavailable("the gateway is shutting down"))
                         }
                     };
-                    self.hand_over(request, permits, &answers, &mut answering)
+                    self.hand_over(seq, accepted, permits, &answers, &mut answering)
                         .await;
                 }
                 // The client half-closed: answer what is in flight, then end OK.
@@ -117,23 +135,45 @@ impl StreamCall {
         }
     }
 
-    /// Waits until this request's records fit in the stream's bound and in the
-    /// gateway's, unless the client leaves or the gateway stops meanwhile.
-    async fn admit(
-        &self,
-        request: &pb::LogStreamRequest,
-        answers: &Answers,
-    ) -> Result<InflightPermits, NotAdmitted> {
-        let wanted = u32::try_from(request.records.len())
+    /// Validates and stamps one request's records, checks the caller may
+    /// write each (the refusal names the field) and spends them from the
+    /// caller's rate.
+    fn accept(&self, request: pb::LogStreamRequest) -> Result<Vec<Record>, Status> {
+        let acceptance = Acceptance {
+            received_time: OffsetDateTime::now_utc(),
+            gateway: &self.instance,
+            principal: self.caller.name(),
+            traceparent: self.traceparent.as_ref(),
+            limits: self.limits,
+        };
+        let records = accept_batch(&acceptance, &self.caller, request.records, self.max_batch)?;
+        self.quotas.spend(&self.caller, records.len())?;
+        Ok(records)
+    }
+
+    /// Waits until one more request, and its `records`, fit in the stream's
+    /// bounds and the records in the gateway's, unless the client leaves or
+    /// the gateway stops meanwhile.
+    async fn admit(&self, records: usize, answers: &Answers) -> Result<Admitted, NotAdmitted> {
+        let wanted = u32::try_from(records)
             .unwrap_or(u32::MAX)
             .min(self.max_inflight);
         let permits = async {
+            let request = Arc::clone(&self.unanswered).acquire_owned().await.ok()?;
             let stream = Arc::clone(&self.inflight)
                 .acquire_many_owned(wanted)
                 .await
                 .ok()?;
-            let gateway = self.ingest.reserve(request.records.len()).await;
-            Some(InflightPermits { stream, gateway })
+            // Nothing to publish, nothing to reserve under --max-inflight.
+            let gateway = match records {
+                0 => None,
+                n => Some(self.ingest.reserve(n).await),
+            };
+            Some(Admitted {
+                _request: request,
+                _stream: stream,
+                gateway,
+            })
         };
         tokio::select! {
             permits = permits => permits.ok_or(NotAdmitted::ShuttingDown),
@@ -142,40 +182,44 @@ impl StreamCall {
         }
     }
 
-    /// Validates one request and hands its records over, in stream order;
-    /// a task awaits the outcome and answers. Refusals are answered at once.
+    /// Hands an accepted request's records over, in stream order; a task
+    /// awaits the outcome and answers, holding the request's permits until
+    /// its answer is queued. Refusals and empty requests are answered by a
+    /// task too, so they count against the same bounds.
     async fn hand_over(
         &self,
-        request: pb::LogStreamRequest,
-        permits: InflightPermits,
+        seq: u64,
+        accepted: Result<Vec<Record>, Status>,
+        mut permits: Admitted,
         answers: &Answers,
         answering: &mut JoinSet<()>,
     ) {
-        let InflightPermits { stream, gateway } = permits;
-        let seq = request.seq;
-        let acceptance = Acceptance {
-            received_time: OffsetDateTime::now_utc(),
-            gateway: &self.instance,
-            principal: self.caller.name(),
-            traceparent: self.traceparent.as_ref(),
-            limits: self.limits,
-        };
-        let records = match accept_batch(&acceptance, &self.caller, request.records, self.max_batch)
-        {
+        let answers = answers.clone();
+        let records = match accepted {
             Ok(records) => records,
             Err(refused) => {
-                let _ = answers.send(Ok(refusal(seq, refused))).await;
+                answering.spawn(async move {
+                    let _ = answers.send(Ok(refusal(seq, refused))).await;
+                    drop(permits);
+                });
                 return;
             }
         };
         // Handed over here, in request order; only the waiting happens in the task.
-        let pending = self
-            .ingest
-            .hand_over(self.sequence, &records, gateway)
-            .await;
-        let answers = answers.clone();
+        let pending = match permits.gateway.take() {
+            Some(reservation) => Some(
+                self.ingest
+                    .hand_over(self.sequence, &records, reservation)
+                    .await,
+            ),
+            None => None,
+        };
         answering.spawn(async move {
-            let answer = match pending.settle(&records).await {
+            let settled = match pending {
+                Some(pending) => pending.settle(&records).await,
+                None => Ok(Delivered::Confirmed),
+            };
+            let answer = match settled {
                 Ok(delivered) => pb::LogStreamResponse {
                     seq,
                     ids: records.into_iter().map(|r| r.id).collect(),
@@ -185,8 +229,9 @@ impl StreamCall {
                 Err(error) => refusal(seq, error.into()),
             };
             let _ = answers.send(Ok(answer)).await;
-            // Held until answered: unanswered records count against the bound.
-            drop(stream);
+            // Held until answered: unanswered requests and records count
+            // against the stream's bounds.
+            drop(permits);
         });
     }
 }
@@ -197,11 +242,16 @@ enum NotAdmitted {
     ShuttingDown,
 }
 
-/// Room for one request's records: in this stream's bound
-/// (`--stream-inflight`) and in the gateway's (`--max-inflight`).
-struct InflightPermits {
-    stream: OwnedSemaphorePermit,
-    gateway: Reservation,
+/// Room for one request: a place among the stream's unanswered requests
+/// (`--stream-requests`), its records in this stream's bound
+/// (`--stream-inflight`) and, until handed over, in the gateway's
+/// (`--max-inflight`).
+struct Admitted {
+    _request: OwnedSemaphorePermit,
+    _stream: OwnedSemaphorePermit,
+    /// None once handed over (the records' confirms carry it from then on),
+    /// or when there is nothing to publish.
+    gateway: Option<Reservation>,
 }
 
 fn refusal(seq: u64, status: Status) -> pb::LogStreamResponse {

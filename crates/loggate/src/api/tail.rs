@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info_span, Instrument};
 
 use super::auth::caller;
+use super::quota::TailPlace;
 use super::{Gateway, TailStream};
 use crate::auth::Denied;
 use crate::broker::StreamStart;
@@ -52,6 +53,7 @@ pub(super) async fn tail(
                 gateway.tails.max_tails
             ))
         })?;
+    let principal_place = gateway.quotas.open_tail(&caller)?;
     let request = request.into_inner();
     let filter = Arc::new(Filter::from_request(&request)?.within(scope));
     let queue = gateway.source.queue().to_owned();
@@ -107,6 +109,7 @@ pub(super) async fn tail(
         tx,
         shutdown: gateway.shutdown.clone(),
         _place: place,
+        _principal_place: principal_place,
     };
     tokio::spawn(follower.run(feed).instrument(info_span!("tail")));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -197,6 +200,8 @@ struct Follower {
     shutdown: CancellationToken,
     /// This follower's place under `--max-tails`, returned when it ends.
     _place: OwnedSemaphorePermit,
+    /// Its place under `--max-tails-per-principal`, likewise.
+    _principal_place: TailPlace,
 }
 
 /// How far a tail that started in the past is from the head.

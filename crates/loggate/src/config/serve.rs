@@ -13,6 +13,7 @@ use clap::{builder::TypedValueParser as _, Args, Parser};
 use super::parse::{amqp_name, byte_size, count, max_age, memory_size, positive_duration};
 use super::security::SecurityArgs;
 use crate::api::{CallLimits, TailSettings};
+use crate::api::{QuotaSettings, Rate};
 use crate::broker::{PublisherSettings, Retention, Topology};
 use crate::record::Limits;
 use crate::spool::SpoolSettings;
@@ -289,6 +290,49 @@ pub struct LimitsArgs {
     /// it, the gateway stops reading that stream (gRPC flow control pushes back).
     #[arg(long, env = "LOGGATE_STREAM_INFLIGHT", default_value = "10000", value_parser = count(clap::value_parser!(u32).range(1..)))]
     pub stream_inflight: NonZeroUsize,
+
+    /// Requests one LogStream may have read but not yet answered, empty and
+    /// refused ones included; past it, the gateway stops reading that stream.
+    /// Bounds what a client that never reads its answers can make it hold.
+    #[arg(long, env = "LOGGATE_STREAM_REQUESTS", default_value = "256", value_parser = count(clap::value_parser!(u32).range(1..=65_536)))]
+    pub stream_requests: NonZeroUsize,
+
+    /// Calls (HTTP/2 streams) one client connection may have open at once,
+    /// tails included (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). Clients
+    /// queue the excess until a call ends.
+    #[arg(long, env = "LOGGATE_MAX_STREAMS_PER_CONNECTION", default_value = "100", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
+    /// How often the gateway pings an HTTP/2 connection, to find peers that
+    /// vanished without closing it (and keep idle tails through NATs).
+    #[arg(long, env = "LOGGATE_HTTP2_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = positive_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection is closed.
+    #[arg(long, env = "LOGGATE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = positive_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Ask a client connection older than this to go away (HTTP/2 GOAWAY):
+    /// its open calls, tails included, carry on, new calls need a new
+    /// connection, so clients rebalance across gateways. Off by default.
+    #[arg(long, env = "LOGGATE_MAX_CONNECTION_AGE", value_parser = positive_duration)]
+    pub max_connection_age: Option<Duration>,
+
+    /// Records per second each principal of --auth-file may write (Log,
+    /// LogBatch and LogStream together); the excess gets RESOURCE_EXHAUSTED.
+    /// Off by default: the right number depends on what the broker takes.
+    #[arg(long, env = "LOGGATE_RATE_PER_PRINCIPAL", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_per_principal: Option<u32>,
+
+    /// Records a principal may write at once above --rate-per-principal (the
+    /// token bucket's size). Default: one second's worth of the rate.
+    #[arg(long, env = "LOGGATE_BURST_PER_PRINCIPAL", requires = "rate_per_principal", value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst_per_principal: Option<u32>,
+
+    /// Tail calls each principal of --auth-file may have open at once; more
+    /// get RESOURCE_EXHAUSTED. (Without --auth-file only --max-tails applies.)
+    #[arg(long, env = "LOGGATE_MAX_TAILS_PER_PRINCIPAL", default_value = "1000", value_parser = count(clap::value_parser!(u32).range(1..)))]
+    pub max_tails_per_principal: NonZeroUsize,
 }
 
 impl LimitsArgs {
@@ -299,6 +343,18 @@ impl LimitsArgs {
             },
             max_batch: self.max_batch,
             stream_inflight: self.stream_inflight,
+            stream_requests: self.stream_requests,
+        }
+    }
+
+    /// What each principal may use (the `quota` module).
+    pub fn quotas(&self) -> QuotaSettings {
+        QuotaSettings {
+            rate: self.rate_per_principal.map(|rate| Rate {
+                per_second: rate,
+                burst: self.burst_per_principal.unwrap_or(rate),
+            }),
+            max_tails: self.max_tails_per_principal,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! principals whose scopes say which services they may write as and read,
 //! TLS and mTLS on the gRPC port with real certificates, the caller stamped
 //! on every record, and the auth file and certificates reloaded on SIGHUP.
+//!
+//! Long because each refusal code is checked on every RPC, over plaintext,
+//! TLS and mTLS; the helpers at the top are shared by all of them.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,6 @@
 //! The `loggate` binary as a person uses it: log, tail, serve.
+//!
+//! Long because it covers every subcommand end to end as a process.
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! the history stream, in order, when RabbitMQ is back — also after the
 //! gateway was killed with SIGKILL. Each test locks the gateway out of a
 //! vhost of its own, so no other test's broker access is touched.
+//!
+//! Long because each test sets up a vhost the gateway is locked out of and
+//! then let into; the set-up is shared, the scenarios are not.
 
 use std::{
     collections::HashMap,

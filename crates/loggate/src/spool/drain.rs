@@ -4,6 +4,9 @@
 //! only once all of it is. Each entry is checked again before it is
 //! published; one that fails goes to the `rejected` file. A supervisor
 //! restarts the drainer if it ever fails.
+//!
+//! Over 400 lines because more than a third of it is tests (one per kind of
+//! hostile entry); the drain loop itself is short.
 
 use std::{
     future::Future,

@@ -5,7 +5,6 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -17,6 +16,8 @@ use tonic::{
 };
 use tonic_health::{server::HealthReporter, ServingStatus};
 use tracing::{info, warn};
+
+mod security;
 
 use crate::api::{Authenticate, Gateway, GatewaySettings};
 use crate::auth::{self, Auth};
@@ -75,7 +76,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let instance = config.server.instance_name();
-    let security = secure(&config, listener.local_addr().ok())?;
+    let security = security::secure(&config, listener.local_addr().ok())?;
     let backends = connect(&config, &instance).await?;
     let stop = CancellationToken::new();
     let (routes, health) = build_services(
@@ -85,7 +86,7 @@ pub async fn run(
         instance.clone(),
         stop.clone(),
     )?;
-    let reloading = tokio::spawn(reload_on_hangup(security.clone(), stop.clone()));
+    let reloading = tokio::spawn(security::reload_on_hangup(security.clone(), stop.clone()));
     let reporting = tokio::spawn(report_health(
         health,
         backends.publisher.connected(),
@@ -114,75 +115,6 @@ pub async fn run(
     shut_down(backends).await;
     info!("stopped");
     Ok(served?)
-}
-
-/// Who may call, and over what: both reloaded on SIGHUP.
-#[derive(Clone)]
-struct Security {
-    auth: Option<Arc<Auth>>,
-    tls: Option<Arc<ServerTls>>,
-}
-
-/// Step 0: reads the auth file and the TLS files, so a mistake in either
-/// stops the start before anything connects. Without an auth file the
-/// gateway serves anyone, which only a loopback listener (or an explicit
-/// `--allow-unauthenticated`) may do.
-fn secure(config: &ServeConfig, address: Option<SocketAddr>) -> Result<Security, Error> {
-    let flags = &config.security;
-    let auth = match &flags.auth_file {
-        Some(path) => Some(Arc::new(Auth::load(path)?)),
-        None => {
-            if let Some(address) = address.filter(|a| !a.ip().is_loopback()) {
-                if !flags.allow_unauthenticated {
-                    return Err(Error::Unprotected(address));
-                }
-                warn!(%address, "serving without authentication (--allow-unauthenticated)");
-            }
-            None
-        }
-    };
-    let tls = flags
-        .tls_files()
-        .map(ServerTls::load)
-        .transpose()?
-        .map(Arc::new);
-    Ok(Security { auth, tls })
-}
-
-/// Reloads the auth file and the TLS files on every SIGHUP until `stop`. A
-/// file that fails to load is reported and the one in force stays.
-async fn reload_on_hangup(security: Security, stop: CancellationToken) {
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(error) => {
-            warn!(%error, "cannot listen for SIGHUP: reloading is off");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            received = hangups.recv() => if received.is_none() { return },
-            () = stop.cancelled() => return,
-        }
-        if let Some(auth) = &security.auth {
-            match auth.reload() {
-                Ok(principals) => {
-                    info!(principals, file = %auth.path().display(), "auth file reloaded")
-                }
-                Err(error) => {
-                    warn!(%error, "auth file not reloaded; the previous one stays in force")
-                }
-            }
-        }
-        if let Some(tls) = &security.tls {
-            match tls.reload() {
-                Ok(()) => info!("TLS certificate reloaded; new connections use it"),
-                Err(error) => {
-                    warn!(%error, "TLS files not reloaded; the previous ones stay in force")
-                }
-            }
-        }
-    }
 }
 
 /// What the gateway stands on: the spool, if configured, and the two broker

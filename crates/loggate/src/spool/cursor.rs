@@ -55,19 +55,9 @@ mod tests {
 
     use super::*;
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "loggate-cursor-{name}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
-
     #[test]
     fn a_symlink_at_the_temporary_name_is_replaced_not_written_through() {
-        let dir = temp_dir("symlink");
+        let dir = crate::spool::test_dir("symlink");
         let victim = dir.join("victim");
         std::fs::write(&victim, b"precious").expect("victim");
         std::os::unix::fs::symlink(&victim, dir.join(format!("{CURSOR}.tmp"))).expect("link");
@@ -82,7 +72,7 @@ mod tests {
 
     #[test]
     fn a_symlinked_cursor_is_not_read() {
-        let dir = temp_dir("read-link");
+        let dir = crate::spool::test_dir("read-link");
         std::fs::write(dir.join("elsewhere"), b"7 99\n").expect("elsewhere");
         std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join(CURSOR)).expect("link");
         assert_eq!(read_cursor(&dir), None);
@@ -91,7 +81,7 @@ mod tests {
 
     #[test]
     fn the_cursor_is_readable_by_its_owner_only() {
-        let dir = temp_dir("mode");
+        let dir = crate::spool::test_dir("mode");
         write_cursor(&dir, 1, 8, false).expect("written");
         let mode = std::fs::metadata(dir.join(CURSOR))
             .expect("cursor")

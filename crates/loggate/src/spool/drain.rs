@@ -313,14 +313,6 @@ mod tests {
     use crate::record::fixture;
     use crate::spool::{rejected::REJECTED, Spool, SpoolSettings};
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!(
-            "loggate-drain-{name}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        ))
-    }
-
     fn good(id: &str) -> Vec<u8> {
         Record {
             id: id.into(),
@@ -339,7 +331,7 @@ mod tests {
     /// A spool whose directory already holds one segment of `payloads`, each
     /// a whole entry with a valid checksum, as a crash or a person left it.
     fn spool_with(name: &str, payloads: &[Vec<u8>]) -> Spool {
-        let dir = temp_dir(name);
+        let dir = crate::spool::test_dir(name);
         std::fs::create_dir_all(&dir).expect("dir");
         let mut file = segment::create(&dir, 1).expect("segment");
         let mut bytes = Vec::new();

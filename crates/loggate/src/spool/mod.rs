@@ -388,6 +388,18 @@ pub fn recover_for_fuzzing(dir: &Path) -> io::Result<(u64, u64)> {
     Ok((recovered.records, recovered.bytes))
 }
 
+/// A fresh directory for one unit test of the spool (the test removes it).
+#[cfg(test)]
+pub(crate) fn test_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "loggate-spool-test-{what}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,16 +93,6 @@ mod tests {
     use super::*;
     use crate::spool::{cursor::write_cursor, segment};
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "loggate-recover-{name}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
-
     /// Writes a segment of `count` entries; returns each entry's end offset.
     fn segment_of(dir: &Path, seq: u64, count: usize) -> Vec<u64> {
         let mut file = segment::create(dir, seq).expect("create");
@@ -120,7 +110,7 @@ mod tests {
 
     #[test]
     fn an_empty_directory_starts_at_segment_one() {
-        let dir = temp_dir("empty");
+        let dir = crate::spool::test_dir("empty");
         let recovered = recover(&dir).expect("recover");
         assert_eq!(recovered.records, 0);
         assert_eq!(recovered.next_seq, 1);
@@ -130,7 +120,7 @@ mod tests {
 
     #[test]
     fn everything_after_the_cursor_is_pending_and_drained_segments_go() {
-        let dir = temp_dir("cursor");
+        let dir = crate::spool::test_dir("cursor");
         segment_of(&dir, 1, 4);
         let ends = segment_of(&dir, 2, 5);
         segment_of(&dir, 3, 2);
@@ -152,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_cut_off_and_not_counted() {
-        let dir = temp_dir("torn");
+        let dir = crate::spool::test_dir("torn");
         let ends = segment_of(&dir, 1, 3);
         std::fs::OpenOptions::new()
             .append(true)
@@ -171,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_cursor_inside_an_entry_drains_the_segment_again_rather_than_misread() {
-        let dir = temp_dir("unaligned");
+        let dir = crate::spool::test_dir("unaligned");
         let ends = segment_of(&dir, 5, 3);
         write_cursor(&dir, 5, ends[0] + 3, false).expect("cursor");
         let recovered = recover(&dir).expect("recover");
@@ -182,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_segment_without_its_header_is_set_aside() {
-        let dir = temp_dir("header");
+        let dir = crate::spool::test_dir("header");
         std::fs::write(segment::path(&dir, 1), b"LGSP").expect("write");
         segment_of(&dir, 2, 1);
         let recovered = recover(&dir).expect("recover");

@@ -214,16 +214,6 @@ mod tests {
 
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "loggate-segment-{name}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
-
     fn write_entries(dir: &Path, seq: u64, payloads: &[&[u8]]) -> u64 {
         let mut file = create(dir, seq).expect("create");
         let mut buf = Vec::new();
@@ -246,7 +236,7 @@ mod tests {
 
     #[test]
     fn entries_read_back_in_order() {
-        let dir = temp_dir("order");
+        let dir = crate::spool::test_dir("order");
         let end = write_entries(&dir, 1, &[b"one", b"two", b"three"]);
         assert_eq!(
             read_all(&dir, 1),
@@ -267,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_entry_is_detected_and_dropped() {
-        let dir = temp_dir("torn");
+        let dir = crate::spool::test_dir("torn");
         let end = write_entries(&dir, 7, &[b"kept", b"also kept"]);
         // A crash in the middle of writing the third entry: its header and
         // half its payload made it to disk.
@@ -291,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_checksum_mismatch_ends_the_valid_entries() {
-        let dir = temp_dir("crc");
+        let dir = crate::spool::test_dir("crc");
         write_entries(&dir, 2, &[b"first", b"second", b"third"]);
         // Flip one byte of the second payload.
         let mut bytes = std::fs::read(path(&dir, 2)).expect("read");
@@ -308,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_file_without_the_magic_has_no_entries() {
-        let dir = temp_dir("magic");
+        let dir = crate::spool::test_dir("magic");
         std::fs::write(path(&dir, 3), b"not a spool segment").expect("write");
         let scanned = scan(&dir, 3, HEADER_BYTES).expect("scan");
         assert_eq!(scanned.valid_len, 0);
@@ -319,7 +309,7 @@ mod tests {
 
     #[test]
     fn an_absurd_length_is_corruption_not_an_allocation() {
-        let dir = temp_dir("length");
+        let dir = crate::spool::test_dir("length");
         let end = write_entries(&dir, 4, &[b"ok"]);
         let mut bogus = Vec::new();
         bogus.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -335,7 +325,7 @@ mod tests {
 
     #[test]
     fn segments_are_listed_oldest_first_ignoring_other_files() {
-        let dir = temp_dir("list");
+        let dir = crate::spool::test_dir("list");
         for seq in [10, 2, 33] {
             create(&dir, seq).expect("create");
         }

@@ -2,44 +2,24 @@
 //! the bearer token every call carries.
 
 use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::{interceptor::InterceptedService, Interceptor},
+    service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
+use loggate::cli::BearerToken;
 use loggate::proto::v1::log_gateway_client::LogGatewayClient;
 
 use crate::error::Error;
 
 /// A LogGateway client that sends the token (if any) with every call.
-pub type Client = LogGatewayClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <token>` to every call, when there is a
-/// token. Runs with and without one, so that the auth-off side of a
-/// comparison pays for the same client code as the auth-on side.
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+pub type Client = LogGatewayClient<InterceptedService<Channel, BearerToken>>;
 
 /// One gateway as a client sees it.
 #[derive(Clone)]
 pub struct Target {
     pub url: String,
     tls: Option<ClientTlsConfig>,
-    bearer: Bearer,
+    bearer: BearerToken,
 }
 
 impl Target {
@@ -56,29 +36,11 @@ impl Target {
             Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
             None => ClientTlsConfig::new().with_native_roots(),
         });
-        // Checked here, not left to the header parser: that would also take
-        // bytes above ASCII, which no token has.
-        let bearer = match token {
-            None => None,
-            Some(token) => Some(
-                token
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic())
-                    .then(|| {
-                        format!("Bearer {token}")
-                            .parse::<MetadataValue<Ascii>>()
-                            .ok()
-                    })
-                    .flatten()
-                    .ok_or_else(|| {
-                        Error::Gateway("--token may only hold visible ASCII characters".into())
-                    })?,
-            ),
-        };
+        let bearer = BearerToken::new(token).map_err(|error| Error::Gateway(error.to_string()))?;
         Ok(Target {
             url: url.to_owned(),
             tls,
-            bearer: Bearer(bearer),
+            bearer,
         })
     }
 

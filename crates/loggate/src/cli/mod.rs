@@ -45,8 +45,31 @@ pub enum Error {
 pub type Client = LogGatewayClient<InterceptedService<Channel, BearerToken>>;
 
 /// Adds `authorization: Bearer <token>` to every call, when there is a token.
+/// The bench uses it too, with and without a token, so both sides of its
+/// auth comparison run the same client code.
 #[derive(Clone)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl BearerToken {
+    /// The header for `token`, which must be visible ASCII (checked here, not
+    /// left to the header parser, which would also take bytes above ASCII).
+    pub fn new(token: Option<&str>) -> Result<BearerToken, Error> {
+        let Some(token) = token else {
+            return Ok(BearerToken(None));
+        };
+        token
+            .bytes()
+            .all(|b| b.is_ascii_graphic())
+            .then(|| {
+                format!("Bearer {token}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .ok()
+            })
+            .flatten()
+            .map(|value| BearerToken(Some(value)))
+            .ok_or_else(|| Error::Usage("--token may only hold visible ASCII characters".into()))
+    }
+}
 
 impl Interceptor for BearerToken {
     fn call(
@@ -66,15 +89,7 @@ impl Interceptor for BearerToken {
 /// `--tls-ca` and an optional client certificate), with `--token` on every call.
 pub async fn connect(server: &ServerArg) -> Result<Client, Error> {
     let address = &server.server;
-    let token = server
-        .token
-        .as_deref()
-        .map(|token| {
-            format!("Bearer {token}")
-                .parse::<MetadataValue<Ascii>>()
-                .map_err(|_| Error::Usage("--token may only hold visible ASCII characters".into()))
-        })
-        .transpose()?;
+    let token = BearerToken::new(server.token.as_deref())?;
     let mut endpoint =
         Endpoint::from_shared(address.clone()).map_err(|source| Error::BadServer {
             server: address.clone(),
@@ -102,10 +117,7 @@ pub async fn connect(server: &ServerArg) -> Result<Client, Error> {
             server: address.clone(),
             cause: innermost(&error),
         })?;
-    Ok(LogGatewayClient::with_interceptor(
-        channel,
-        BearerToken(token),
-    ))
+    Ok(LogGatewayClient::with_interceptor(channel, token))
 }
 
 /// The client's TLS: the given CA or the system's roots, and its identity.

@@ -110,6 +110,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         use tokio::signal::unix::{signal, Signal, SignalKind};
         let interrupt = signal(SignalKind::interrupt());
         let terminate = signal(SignalKind::terminate());
+        // SIGHUP means "reload" once the gateway runs; from here on it must
+        // not kill the process either (its default). tokio keeps a handler
+        // installed for the rest of the process once one is registered, so
+        // this stream can go; the reload task listens with its own.
+        drop(signal(SignalKind::hangup()));
         async fn received(signal: std::io::Result<Signal>) {
             match signal {
                 Ok(mut signal) => {

@@ -25,6 +25,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; past it, new connections wait to be
 /// accepted (a flood of idle sockets cannot exhaust memory).
 const MAX_HANDSHAKES: usize = 1024;
+/// How long the accept loop pauses after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// Finished handshakes waiting for the server to take them.
 const READY_QUEUE: usize = 64;
 
@@ -76,10 +78,6 @@ impl ServerTls {
         Ok(())
     }
 
-    pub fn requires_client_certificates(&self) -> bool {
-        self.files.client_ca.is_some()
-    }
-
     fn acceptor(&self) -> TlsAcceptor {
         let config = self
             .config
@@ -116,7 +114,10 @@ impl ServerTls {
                     next = tcp.next() => match next {
                         Some(Ok(stream)) => stream,
                         Some(Err(error)) => {
+                            // Out of file descriptors, typically: pause rather
+                            // than spin on an error that repeats at once.
                             debug!(%error, "accepting a connection failed");
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                             continue;
                         }
                         None => break,
@@ -173,10 +174,7 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, Error> {
 }
 
 /// Every certificate in a PEM file; none is an error.
-pub fn certificates(
-    path: &Path,
-    flag: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, Error> {
+fn certificates(path: &Path, flag: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let file_error = |reason: String| Error::File {
         flag,
         path: path.display().to_string(),

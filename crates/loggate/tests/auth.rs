@@ -12,8 +12,8 @@ use futures::StreamExt;
 use loggate::auth::TokenHash;
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient, tail_request::Start};
 use loggate_testkit::{
-    fresh_names, next_record, record, serve_process, unique, CertFiles, Gateway, Probe, TestPki,
-    WAIT,
+    fresh_names, next_record, record, serve_process, serve_process_logged, unique, CertFiles,
+    Gateway, Probe, TestPki, WAIT,
 };
 use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
@@ -287,7 +287,19 @@ async fn a_tail_sees_only_its_scope() {
         4,
         "tail = [\"*\"] sees everything"
     );
-    assert!(history("nobody-token").await.is_empty());
+    let nothing = client
+        .clone()
+        .tail(bearer(
+            "nobody-token",
+            pb::TailRequest {
+                start: Some(Start::FromBeginning(true)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a principal whose tail scope is empty gets no tail");
+    assert_eq!(nothing.code(), Code::PermissionDenied, "{nothing:?}");
+    assert!(nothing.message().contains("nobody"), "{nothing:?}");
 }
 
 /// A LogGateway client over TLS to 127.0.0.1:`port`, trusting `ca`.
@@ -418,15 +430,14 @@ async fn mtls_admits_only_certificates_of_the_client_ca_and_maps_them_to_princip
 }
 
 #[tokio::test]
-async fn sighup_reloads_the_auth_file_and_keeps_open_connections() {
-    let auth = AuthFile::new(&principal(
-        "first",
-        "first-token",
-        r#"["svc"]"#,
-        r#"["svc"]"#,
+async fn sighup_reloads_the_auth_file_keeps_connections_and_ends_revoked_tails() {
+    let stays = principal("stays", "stays-token", "[]", r#"["svc"]"#);
+    let auth = AuthFile::new(&format!(
+        "{}{stays}",
+        principal("first", "first-token", r#"["svc"]"#, r#"["svc"]"#)
     ));
     let (exchange, history, _names) = fresh_names();
-    let (child, url) = serve_process(&[
+    let (child, url, stderr) = serve_process_logged(&[
         "--auth-file",
         auth.path(),
         "--exchange",
@@ -443,18 +454,26 @@ async fn sighup_reloads_the_auth_file_and_keeps_open_connections() {
         .log(bearer("first-token", log_request(record("svc", "before"))))
         .await
         .expect("first token works");
-    // A live tail opened before the reload keeps running through it.
-    let mut tail = client
-        .tail(bearer(
-            "first-token",
-            pb::TailRequest {
-                services: vec!["svc".into()],
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("tail")
-        .into_inner();
+    let live_tail = |token: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .tail(bearer(
+                    token,
+                    pb::TailRequest {
+                        services: vec!["svc".into()],
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("tail")
+                .into_inner()
+        }
+    };
+    // Live tails opened before the reloads: one of a principal that stays,
+    // one of a principal the second reload removes.
+    let mut kept = live_tail("stays-token").await;
+    let mut revoked = live_tail("first-token").await;
 
     let hup = || {
         std::process::Command::new("kill")
@@ -466,17 +485,18 @@ async fn sighup_reloads_the_auth_file_and_keeps_open_connections() {
     // A broken file is refused and the old principals stay in force.
     auth.rewrite("[[principal]]\nname = \"broken\"\n");
     assert!(hup().success());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    loggate_testkit::eventually("the bad file is reported", || {
+        stderr.head().contains("auth file not reloaded")
+    })
+    .await;
     client
         .log(bearer("first-token", log_request(record("svc", "still"))))
         .await
         .expect("a bad file keeps the old principals");
 
-    auth.rewrite(&principal(
-        "second",
-        "second-token",
-        r#"["svc"]"#,
-        r#"["svc"]"#,
+    auth.rewrite(&format!(
+        "{}{stays}",
+        principal("second", "second-token", r#"["svc"]"#, r#"["svc"]"#)
     ));
     assert!(hup().success());
     loggate_testkit::eventually_async("the revoked token is refused", || {
@@ -497,12 +517,12 @@ async fn sighup_reloads_the_auth_file_and_keeps_open_connections() {
         .await
         .expect("the new token works on the same connection");
 
-    // The tail opened before both reloads saw the records written across
-    // them (and any "revoked?" published before the reload took effect):
-    // it was not cut.
+    // The tail of the principal that stayed saw the records written across
+    // both reloads (and any "revoked?" published before the reload took
+    // effect): it was not cut.
     let mut messages = Vec::new();
     while messages.last().map(String::as_str) != Some("after") {
-        messages.push(next_record(&mut tail).await.message);
+        messages.push(next_record(&mut kept).await.message);
     }
     assert_eq!(messages[0], "still", "{messages:?}");
     assert!(
@@ -511,16 +531,33 @@ async fn sighup_reloads_the_auth_file_and_keeps_open_connections() {
             .all(|m| m == "revoked?"),
         "{messages:?}"
     );
+    // The removed principal's tail ended with UNAUTHENTICATED at the reload,
+    // after what it was allowed to see.
+    let ended = loop {
+        match tokio::time::timeout(WAIT, revoked.next())
+            .await
+            .expect("the revoked tail ends in time")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("the revoked tail ended without a status"),
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("first"), "{ended:?}");
     drop(child);
 }
 
 #[tokio::test]
 async fn a_non_loopback_listener_needs_an_auth_file_or_an_explicit_opt_out() {
-    let output = tokio::process::Command::new(loggate_testkit::loggate_bin())
+    let refused = tokio::process::Command::new(loggate_testkit::loggate_bin())
         .args(["serve", "--listen", "0.0.0.0:0", "--broker-wait", "1s"])
         .env_remove("LOGGATE_AUTH_FILE")
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, refused)
         .await
+        .expect("serve refuses at once instead of serving")
         .expect("serve runs");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);

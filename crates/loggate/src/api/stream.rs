@@ -139,6 +139,9 @@ impl StreamCall {
     /// write each (the refusal names the field) and spends them from the
     /// caller's rate.
     fn accept(&self, request: pb::LogStreamRequest) -> Result<Vec<Record>, Status> {
+        // A stream outlives reloads of the auth file: each request is checked
+        // against the principals in force now, not when the stream opened.
+        self.caller.still_admitted()?;
         let acceptance = Acceptance {
             received_time: OffsetDateTime::now_utc(),
             gateway: &self.instance,

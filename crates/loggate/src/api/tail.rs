@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -15,7 +15,7 @@ use tracing::{debug, info_span, Instrument};
 use super::auth::caller;
 use super::quota::TailPlace;
 use super::{Gateway, TailStream};
-use crate::auth::Denied;
+use crate::auth::{Caller, Denied};
 use crate::broker::StreamStart;
 use crate::proto::v1 as pb;
 use crate::record::{timestamp, Filter, Invalid, Record, ResumeToken};
@@ -30,6 +30,14 @@ pub(super) async fn tail(
 ) -> Result<Response<TailStream>, Status> {
     let caller = caller(&request)?;
     let scope = caller.tail_scope();
+    // A principal that may read nothing gets no tail at all: an empty one
+    // would still hold a place and, from the past, a broker channel.
+    if scope.globs().is_empty() {
+        return Err(Denied::NoTail {
+            principal: caller.name().to_owned(),
+        }
+        .into());
+    }
     if let Some((i, service)) = request
         .get_ref()
         .services
@@ -110,6 +118,8 @@ pub(super) async fn tail(
         shutdown: gateway.shutdown.clone(),
         _place: place,
         _principal_place: principal_place,
+        reloads: caller.reloads(),
+        caller,
     };
     tokio::spawn(follower.run(feed).instrument(info_span!("tail")));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -202,6 +212,11 @@ struct Follower {
     _place: OwnedSemaphorePermit,
     /// Its place under `--max-tails-per-principal`, likewise.
     _principal_place: TailPlace,
+    /// Who opened it: checked again whenever the auth file is reloaded, so
+    /// a revoked principal's tail ends instead of reading on.
+    caller: Caller,
+    /// Changes on every reload of the auth file (`None`: auth is off).
+    reloads: Option<watch::Receiver<u64>>,
 }
 
 /// How far a tail that started in the past is from the head.
@@ -255,6 +270,12 @@ impl Follower {
             let entry = tokio::select! {
                 () = self.shutdown.cancelled() => break shutting_down(),
                 () = self.tx.closed() => break Stop::Done,
+                () = reloaded(&mut self.reloads) => {
+                    if let Err(revoked) = self.caller.still_admitted() {
+                        break Stop::Fail(revoked.into());
+                    }
+                    continue;
+                }
                 () = &mut nothing_behind, if waiting_for_first => {
                     self.catch_up = CatchUp::Due;
                     continue;
@@ -398,4 +419,16 @@ fn event(event: pb::tail_response::Event) -> pb::TailResponse {
 
 fn shutting_down() -> Stop {
     Stop::Fail(Status::unavailable("the gateway is shutting down"))
+}
+
+/// Resolves when the auth file is reloaded; never when auth is off (or the
+/// auth file is gone with the gateway).
+async fn reloaded(reloads: &mut Option<watch::Receiver<u64>>) {
+    let changed = match reloads {
+        Some(reloads) => reloads.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
 }

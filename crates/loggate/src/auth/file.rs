@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::token::TokenHash;
+use super::Unauthenticated;
 use crate::record::Scope;
 
 /// Longest principal name: it travels in every record's body and headers.
@@ -132,14 +133,20 @@ impl Principals {
     }
 
     /// The principal whose certificate name is one of `names` (the
-    /// certificate's subject CN and SANs).
-    pub fn by_cert_names(&self, names: &[String]) -> Option<&Principal> {
-        self.0.iter().find(|principal| {
+    /// certificate's subject CN and SANs). A certificate whose names match
+    /// two principals names neither: which one it meant is not ours to guess.
+    pub fn by_cert_names(&self, names: &[String]) -> Result<&Principal, Unauthenticated> {
+        let mut matching = self.0.iter().filter(|principal| {
             principal
                 .cert_name
                 .as_ref()
                 .is_some_and(|wanted| names.iter().any(|name| name == wanted))
-        })
+        });
+        match (matching.next(), matching.next()) {
+            (Some(principal), None) => Ok(principal),
+            (Some(_), Some(_)) => Err(Unauthenticated::AmbiguousCertificate),
+            (None, _) => Err(Unauthenticated::UnknownCertificate),
+        }
     }
 }
 
@@ -193,6 +200,16 @@ mod tests {
         let oncall = principals
             .by_cert_names(&["x".into(), "oncall.platform".into()])
             .expect("by SAN or CN");
+        assert_eq!(
+            Principals::parse(&format!(
+                "{text}\n[[principal]]\nname = \"other\"\ncert_subject_cn = \"x\"\n"
+            ))
+            .expect("valid")
+            .by_cert_names(&["x".into(), "oncall.platform".into()])
+            .err(),
+            Some(Unauthenticated::AmbiguousCertificate),
+            "a certificate naming two principals names neither"
+        );
         assert_eq!(oncall.name, "platform-oncall");
         assert!(oncall.tail.is_everything());
         assert!(!oncall.log.allows("anything"));

@@ -44,6 +44,10 @@ pub enum Unauthenticated {
     UnknownToken,
     #[error("the client certificate names no known principal")]
     UnknownCertificate,
+    #[error("the client certificate's names match more than one principal")]
+    AmbiguousCertificate,
+    #[error("principal {0:?} was removed or changed by an --auth-file reload; call again")]
+    Revoked(String),
 }
 
 /// What an authenticated caller may not do (PERMISSION_DENIED).
@@ -62,6 +66,8 @@ pub enum Denied {
         principal: String,
         service: String,
     },
+    #[error("principal {principal:?} may not read any service (its tail scope is empty)")]
+    NoTail { principal: String },
 }
 
 /// The principals currently in force, replaced whole on reload.
@@ -69,6 +75,9 @@ pub enum Denied {
 pub struct Auth {
     path: PathBuf,
     principals: RwLock<Arc<Principals>>,
+    /// Counts reloads, so long-lived calls (tails, LogStreams) can check
+    /// that their principal is still in force without polling.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Auth {
@@ -79,6 +88,7 @@ impl Auth {
         Ok(Auth {
             path: path.to_owned(),
             principals: RwLock::new(Arc::new(principals)),
+            reloads: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -91,6 +101,7 @@ impl Auth {
             .principals
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(principals);
+        self.reloads.send_modify(|reloads| *reloads += 1);
         Ok(count)
     }
 
@@ -101,7 +112,7 @@ impl Auth {
     /// Who is calling: by the bearer token in `authorization` when there is
     /// one, else by the client certificate's names (CN and SANs).
     pub fn authenticate(
-        &self,
+        self: &Arc<Self>,
         authorization: Option<&[u8]>,
         certificate_names: impl FnOnce() -> Vec<String>,
     ) -> Result<Caller, Unauthenticated> {
@@ -123,12 +134,22 @@ impl Auth {
                 if names.is_empty() {
                     return Err(Unauthenticated::Missing);
                 }
-                principals
-                    .by_cert_names(&names)
-                    .ok_or(Unauthenticated::UnknownCertificate)?
+                principals.by_cert_names(&names)?
             }
         };
-        Ok(Caller::of(principal))
+        Ok(Caller::of(principal, Arc::clone(self)))
+    }
+
+    /// Whether `principal`, exactly as it was when a call began (credentials
+    /// and scopes), is still in force.
+    fn still_admits(&self, principal: &Principal) -> bool {
+        let principals = Arc::clone(
+            &self
+                .principals
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        principals.0.iter().any(|p| p == principal)
     }
 }
 
@@ -161,6 +182,9 @@ struct CallerScopes {
     name: String,
     log: Scope,
     tail: Scope,
+    /// The principal as it was when the call began, and the auth file it
+    /// came from; `None` when auth is off.
+    granted_by: Option<(Principal, Arc<Auth>)>,
 }
 
 impl Caller {
@@ -170,14 +194,16 @@ impl Caller {
             name: String::new(),
             log: Scope::everything(),
             tail: Scope::everything(),
+            granted_by: None,
         }))
     }
 
-    fn of(principal: &Principal) -> Caller {
+    fn of(principal: &Principal, auth: Arc<Auth>) -> Caller {
         Caller(Arc::new(CallerScopes {
             name: principal.name.clone(),
             log: principal.log.clone(),
             tail: principal.tail.clone(),
+            granted_by: Some((principal.clone(), auth)),
         }))
     }
 
@@ -194,20 +220,42 @@ impl Caller {
     pub fn tail_scope(&self) -> &Scope {
         &self.0.tail
     }
+
+    /// UNAUTHENTICATED when a reload removed or changed this caller's
+    /// principal since its call began: a long-lived call (a tail, a
+    /// LogStream) must not outlive the permission it was opened with.
+    pub fn still_admitted(&self) -> Result<(), Unauthenticated> {
+        match &self.0.granted_by {
+            Some((principal, auth)) if !auth.still_admits(principal) => {
+                Err(Unauthenticated::Revoked(principal.name.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes on every reload of the auth file; `None` when auth is off.
+    /// A long-lived call holds one and checks [`Caller::still_admitted`]
+    /// whenever it changes.
+    pub fn reloads(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.0
+            .granted_by
+            .as_ref()
+            .map(|(_, auth)| auth.reloads.subscribe())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn auth_with(text: &str) -> (Auth, PathBuf) {
+    fn auth_with(text: &str) -> (Arc<Auth>, PathBuf) {
         let path = std::env::temp_dir().join(format!(
             "loggate-auth-test-{}-{:?}.toml",
             std::process::id(),
             std::thread::current().id()
         ));
         std::fs::write(&path, text).expect("write");
-        (Auth::load(&path).expect("valid"), path)
+        (Arc::new(Auth::load(&path).expect("valid")), path)
     }
 
     const FILE: &str = r#"
@@ -265,6 +313,32 @@ mod tests {
         std::fs::write(&path, "").expect("write");
         assert_eq!(auth.reload().expect("valid, empty"), 0);
         assert!(auth.authenticate(Some(b"Bearer test"), Vec::new).is_err());
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_reload_that_removes_or_changes_a_principal_revokes_its_open_calls() {
+        let (auth, path) = auth_with(FILE);
+        let caller = auth
+            .authenticate(Some(b"Bearer test"), Vec::new)
+            .expect("known token");
+        let reloads = caller.reloads().expect("auth is on");
+        std::fs::write(&path, FILE).expect("write");
+        auth.reload().expect("valid");
+        assert!(reloads.has_changed().expect("open"));
+        assert_eq!(caller.still_admitted(), Ok(()), "the same principal stays");
+        std::fs::write(
+            &path,
+            FILE.replace("[\"checkout\", \"payments\"]", "[\"checkout\"]"),
+        )
+        .expect("write");
+        auth.reload().expect("valid");
+        assert_eq!(
+            caller.still_admitted(),
+            Err(Unauthenticated::Revoked("checkout-prod".into())),
+            "a narrowed scope revokes what was opened under the wider one"
+        );
+        assert_eq!(Caller::anonymous().still_admitted(), Ok(()));
         let _ = std::fs::remove_file(path);
     }
 

@@ -64,7 +64,7 @@ pub enum Error {
          give --auth-file FILE (see `loggate token new`), or --allow-unauthenticated to accept \
          anyone who can reach the port"
     )]
-    Unprotected(SocketAddr),
+    Unprotected(String),
 }
 
 /// Runs the gateway on an already-bound `listener` until `shutdown` resolves,

@@ -29,11 +29,18 @@ pub(super) fn secure(config: &ServeConfig, address: Option<SocketAddr>) -> Resul
     let auth = match &flags.auth_file {
         Some(path) => Some(Arc::new(Auth::load(path)?)),
         None => {
-            if let Some(address) = address.filter(|a| !a.ip().is_loopback()) {
+            // An address we cannot read is not known to be loopback.
+            if !address.is_some_and(|a| a.ip().is_loopback()) {
                 if !flags.allow_unauthenticated {
-                    return Err(Error::Unprotected(address));
+                    return Err(Error::Unprotected(address.map_or_else(
+                        || "an address it could not read".to_owned(),
+                        |a| a.to_string(),
+                    )));
                 }
-                warn!(%address, "serving without authentication (--allow-unauthenticated)");
+                warn!(
+                    ?address,
+                    "serving without authentication (--allow-unauthenticated)"
+                );
             }
             None
         }

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod certs;
 mod fixture;
 mod gateway;
@@ -19,6 +20,7 @@ mod process;
 mod rabbitmq;
 mod wait;
 
+pub use auth::{bearer, principal, AuthFile};
 pub use certs::{CertFiles, TestPki};
 pub use fixture::record;
 pub use gateway::{Gateway, NOT_SERVING, SERVING};

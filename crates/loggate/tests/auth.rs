@@ -6,65 +6,16 @@
 //! Long because each refusal code is checked on every RPC, over plaintext,
 //! TLS and mTLS; the helpers at the top are shared by all of them.
 
-use std::path::PathBuf;
-
 use futures::StreamExt;
-use loggate::auth::TokenHash;
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient, tail_request::Start};
 use loggate_testkit::{
-    fresh_names, next_record, record, serve_process, serve_process_logged, unique, CertFiles,
-    Gateway, Probe, TestPki, WAIT,
+    bearer, fresh_names, next_record, principal, record, serve_process, serve_process_logged,
+    AuthFile, CertFiles, Gateway, Probe, TestPki, WAIT,
 };
 use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
     Code, Request,
 };
-
-/// An auth file in a fresh temporary path, removed on drop.
-struct AuthFile(PathBuf);
-
-impl AuthFile {
-    fn new(text: &str) -> AuthFile {
-        let path = std::env::temp_dir().join(format!("{}.toml", unique("auth")));
-        std::fs::write(&path, text).expect("write the auth file");
-        AuthFile(path)
-    }
-
-    fn rewrite(&self, text: &str) {
-        // Through a rename, as an operator's tooling would: a reload never
-        // reads half a file.
-        let partial = self.0.with_extension("partial");
-        std::fs::write(&partial, text).expect("write");
-        std::fs::rename(&partial, &self.0).expect("rename");
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for AuthFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn principal(name: &str, token: &str, log: &str, tail: &str) -> String {
-    format!(
-        "[[principal]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nlog = {log}\ntail = {tail}\n\n",
-        TokenHash::of(token).to_hex()
-    )
-}
-
-/// `request` with `authorization: Bearer <token>`.
-fn bearer<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii header"),
-    );
-    request
-}
 
 fn log_request(record: pb::LogRecord) -> pb::LogRequest {
     pb::LogRequest {

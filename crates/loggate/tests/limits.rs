@@ -2,19 +2,19 @@
 //! never reads its answers stops being read, and the transport and
 //! per-principal limits answer the excess instead of serving it.
 
-use std::{future::poll_fn, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{future::poll_fn, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use loggate::auth::TokenHash;
 use loggate::proto::v1 as pb;
 use loggate_testkit::{
-    eventually_async, fresh_names, record, serve_process, unique, Gateway, WAIT,
+    bearer, eventually_async, fresh_names, principal, record, serve_process, AuthFile, Gateway,
+    WAIT,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
-use tonic::{Code, Request};
+use tonic::Code;
 
 /// How long a send may wait for flow-control room before the client counts
 /// the gateway as no longer reading.
@@ -145,45 +145,14 @@ async fn a_log_stream_client_that_never_reads_its_answers_stops_being_read() {
     drop(stream);
 }
 
-/// An auth file in a fresh temporary path, removed on drop.
-struct AuthFile(PathBuf);
-
-impl AuthFile {
-    /// One principal per `(name, token)`, each may write and read anything.
-    fn new(principals: &[(&str, &str)]) -> AuthFile {
-        let text: String = principals
-            .iter()
-            .map(|(name, token)| {
-                format!(
-                    "[[principal]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nlog = [\"*\"]\ntail = [\"*\"]\n\n",
-                    TokenHash::of(token).to_hex()
-                )
-            })
-            .collect();
-        let path = std::env::temp_dir().join(format!("{}.toml", unique("auth")));
-        std::fs::write(&path, text).expect("write the auth file");
-        AuthFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for AuthFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// `message` with `authorization: Bearer <token>`.
-fn bearer<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii header"),
-    );
-    request
+/// An auth file of one principal per `(name, token)`, each of which may
+/// write and read anything: these tests are about limits, not scopes.
+fn open_principals(principals: &[(&str, &str)]) -> AuthFile {
+    let text: String = principals
+        .iter()
+        .map(|(name, token)| principal(name, token, r#"["*"]"#, r#"["*"]"#))
+        .collect();
+    AuthFile::new(&text)
 }
 
 fn batch(count: usize) -> pb::LogBatchRequest {
@@ -234,7 +203,7 @@ async fn one_connection_has_at_most_max_streams_per_connection_calls_open() {
 
 #[tokio::test]
 async fn a_principal_over_its_records_per_second_gets_resource_exhausted_naming_the_flag() {
-    let auth = AuthFile::new(&[("busy", "busy-token"), ("calm", "calm-token")]);
+    let auth = open_principals(&[("busy", "busy-token"), ("calm", "calm-token")]);
     let gateway = Gateway::start(&[
         "--auth-file",
         auth.path(),
@@ -306,7 +275,7 @@ async fn a_principal_over_its_records_per_second_gets_resource_exhausted_naming_
 
 #[tokio::test]
 async fn a_principal_gets_at_most_max_tails_per_principal_tails() {
-    let auth = AuthFile::new(&[("watcher", "watch-token"), ("other", "other-token")]);
+    let auth = open_principals(&[("watcher", "watch-token"), ("other", "other-token")]);
     let gateway =
         Gateway::start(&["--auth-file", auth.path(), "--max-tails-per-principal", "2"]).await;
     let mut client = gateway.client().await;

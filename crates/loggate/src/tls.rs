@@ -5,7 +5,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::Duration,
 };
 
@@ -19,6 +19,8 @@ use tokio_rustls::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+
+use crate::sync::Swappable;
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +58,7 @@ pub enum Error {
 /// The server's TLS configuration in force, replaced whole on reload.
 pub struct ServerTls {
     files: TlsFiles,
-    config: RwLock<Arc<ServerConfig>>,
+    config: Swappable<ServerConfig>,
 }
 
 impl ServerTls {
@@ -64,26 +66,19 @@ impl ServerTls {
         let config = build(&files)?;
         Ok(ServerTls {
             files,
-            config: RwLock::new(Arc::new(config)),
+            config: Swappable::new(config),
         })
     }
 
     /// Reads the files again; on error the configuration in force stays.
     pub fn reload(&self) -> Result<(), Error> {
         let config = build(&self.files)?;
-        *self
-            .config
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+        self.config.replace(config);
         Ok(())
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        let config = self
-            .config
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        TlsAcceptor::from(Arc::clone(&config))
+        TlsAcceptor::from(self.config.current())
     }
 
     /// Turns accepted TCP connections into TLS ones. Handshakes run

@@ -11,7 +11,7 @@ mod token;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::Arc,
 };
 
 pub use cert::names_in_certificate;
@@ -19,6 +19,7 @@ pub use file::{check_name as check_principal_name, Principal, Principals};
 pub use token::{new_token, TokenHash};
 
 use crate::record::Scope;
+use crate::sync::Swappable;
 
 /// Why an auth file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,7 @@ pub enum Denied {
 #[derive(Debug)]
 pub struct Auth {
     path: PathBuf,
-    principals: RwLock<Arc<Principals>>,
+    principals: Swappable<Principals>,
     /// Counts reloads, so long-lived calls (tails, LogStreams) can check
     /// that their principal is still in force without polling.
     reloads: tokio::sync::watch::Sender<u64>,
@@ -87,7 +88,7 @@ impl Auth {
         let principals = read(path)?;
         Ok(Auth {
             path: path.to_owned(),
-            principals: RwLock::new(Arc::new(principals)),
+            principals: Swappable::new(principals),
             reloads: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -97,10 +98,7 @@ impl Auth {
     pub fn reload(&self) -> Result<usize, Error> {
         let principals = read(&self.path)?;
         let count = principals.0.len();
-        *self
-            .principals
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(principals);
+        self.principals.replace(principals);
         self.reloads.send_modify(|reloads| *reloads += 1);
         Ok(count)
     }
@@ -116,12 +114,7 @@ impl Auth {
         authorization: Option<&[u8]>,
         certificate_names: impl FnOnce() -> Vec<String>,
     ) -> Result<Caller, Unauthenticated> {
-        let principals = Arc::clone(
-            &self
-                .principals
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let principals = self.principals.current();
         let principal = match authorization {
             Some(header) => {
                 let token = bearer_token(header).ok_or(Unauthenticated::Malformed)?;
@@ -143,13 +136,7 @@ impl Auth {
     /// Whether `principal`, exactly as it was when a call began (credentials
     /// and scopes), is still in force.
     fn still_admits(&self, principal: &Principal) -> bool {
-        let principals = Arc::clone(
-            &self
-                .principals
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        principals.0.iter().any(|p| p == principal)
+        self.principals.current().0.iter().any(|p| p == principal)
     }
 }
 

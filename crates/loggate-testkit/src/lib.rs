@@ -26,7 +26,7 @@ pub use fixture::record;
 pub use gateway::{Gateway, NOT_SERVING, SERVING};
 pub use history::{history, next_record};
 pub use names::{fresh_names, unique, Names};
-pub use probe::Probe;
+pub use probe::{publish_raw, Probe};
 pub use process::{
     loggate_bin, serve_process, serve_process_logged, spawn_serving, SpawnError, Stderr,
 };

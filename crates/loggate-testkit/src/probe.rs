@@ -4,9 +4,9 @@
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
-    Connection, ConnectionProperties,
+    BasicProperties, Connection, ConnectionProperties,
 };
 
 use crate::{AMQP_URL, WAIT};
@@ -85,4 +85,30 @@ impl Probe {
         let delivery = self.next().await;
         serde_json::from_slice(&delivery.data).expect("JSON body")
     }
+}
+
+/// Publishes `body` straight to `exchange`, as any AMQP client could, and
+/// waits for RabbitMQ to take it.
+pub async fn publish_raw(exchange: &str, routing_key: &str, content_type: &str, body: &[u8]) {
+    let connection = Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirm mode");
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_content_type(content_type.into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let _ = connection.close(200, "done".into()).await;
 }

@@ -354,3 +354,131 @@ async fn malformed_start_positions_are_refused() {
     let got = drain(tail(&gateway, huge, 1).await).await;
     assert_eq!(messages(&got), ["x"]);
 }
+
+/// The events of a tail until it ends (history_only), within `WAIT`.
+async fn events_until_end(
+    mut stream: Streaming<pb::TailResponse>,
+) -> Vec<pb::tail_response::Event> {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("a history_only tail ends by itself")
+        {
+            Some(Ok(response)) => events.extend(response.event),
+            Some(Err(status)) => panic!("the tail failed: {status:?}"),
+            None => return events,
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_only_ends_when_the_last_message_is_not_a_record() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    for message in ["one", "two"] {
+        client
+            .log(pb::LogRequest {
+                record: Some(record("svc", message)),
+            })
+            .await
+            .expect("logged");
+    }
+    // Anyone with write access to the exchange can publish this.
+    loggate_testkit::publish_raw(&gateway.exchange, "svc.info", "text/plain", b"not a record")
+        .await;
+
+    let mut request = pb::TailRequest {
+        start: Some(Start::FromBeginning(true)),
+        history_only: true,
+        ..Default::default()
+    };
+    let events = events_until_end(
+        client
+            .tail(request.clone())
+            .await
+            .expect("tail")
+            .into_inner(),
+    )
+    .await;
+    let messages: Vec<String> = events
+        .iter()
+        .filter_map(|event| match event {
+            pb::tail_response::Event::Record(record) => Some(record.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, ["one", "two"]);
+    assert!(
+        matches!(events.last(), Some(pb::tail_response::Event::CaughtUp(_))),
+        "{events:?}"
+    );
+    request.start = Some(Start::Since(prost_types::Duration {
+        seconds: 3600,
+        nanos: 0,
+    }));
+    let events = events_until_end(client.tail(request).await.expect("tail").into_inner()).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| matches!(event, pb::tail_response::Event::Record(_)))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_a_record_after_the_resume_point_is_no_gap() {
+    let gateway = Gateway::start(&[]).await;
+    let mut client = gateway.client().await;
+    client
+        .log(pb::LogRequest {
+            record: Some(record("svc", "before")),
+        })
+        .await
+        .expect("logged");
+    loggate_testkit::publish_raw(&gateway.exchange, "svc.info", "text/plain", b"not a record")
+        .await;
+    client
+        .log(pb::LogRequest {
+            record: Some(record("svc", "after")),
+        })
+        .await
+        .expect("logged");
+
+    let mut first = tail(&gateway, Start::FromBeginning(true), 1).await;
+    let token = loop {
+        let response = tokio::time::timeout(WAIT, first.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok");
+        if matches!(response.event, Some(pb::tail_response::Event::Record(_))) {
+            break response.resume_token;
+        }
+    };
+    let resumed = client
+        .tail(pb::TailRequest {
+            start: Some(Start::ResumeToken(token)),
+            history_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let events = events_until_end(resumed).await;
+    assert!(
+        !events
+            .iter()
+            .any(|event| matches!(event, pb::tail_response::Event::Gap(_))),
+        "nothing was lost, so no gap: {events:?}"
+    );
+    let messages: Vec<String> = events
+        .iter()
+        .filter_map(|event| match event {
+            pb::tail_response::Event::Record(record) => Some(record.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, ["after"]);
+}

@@ -10,40 +10,15 @@ use std::{
 
 use futures::StreamExt as _;
 use lapin::{
-    options::BasicPublishOptions,
     types::{AMQPValue, FieldTable},
-    BasicProperties, Connection,
+    Connection,
 };
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
-use loggate_testkit::{fresh_names, next_record, record, serve_process_logged, AMQP_URL, WAIT};
+use loggate_testkit::{
+    fresh_names, next_record, publish_raw, record, serve_process_logged, AMQP_URL, WAIT,
+};
 use tokio::process::Child;
 use tonic::{transport::Channel, Streaming};
-
-/// Publishes `body` straight to `exchange`, as any AMQP client could, and
-/// waits for RabbitMQ to take it.
-async fn publish_raw(exchange: &str, routing_key: &str, content_type: &str, body: &[u8]) {
-    let connection = Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(Default::default())
-        .await
-        .expect("confirm mode");
-    channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_content_type(content_type.into()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    let _ = connection.close(200, "done".into()).await;
-}
 
 /// A well-formed loggate body for `service` whose message is `message_bytes` long.
 fn big_record(service: &str, message_bytes: usize) -> Vec<u8> {

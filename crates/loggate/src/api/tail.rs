@@ -19,7 +19,7 @@ use crate::auth::{Caller, Denied};
 use crate::broker::StreamStart;
 use crate::proto::v1 as pb;
 use crate::record::{timestamp, Filter, Invalid, Record, ResumeToken};
-use crate::tail::{Entry, Feed};
+use crate::tail::{Entry, Fed, Feed};
 
 /// How long the closing status may wait for room in a full response buffer.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
@@ -291,7 +291,13 @@ impl Follower {
                     continue;
                 }
                 next = feed.next() => match next {
-                    Ok(Some(entry)) => entry,
+                    Ok(Some(Fed::Entry(entry))) => entry,
+                    Ok(Some(Fed::Passed(offset))) => {
+                        if let Err(stop) = self.passed(offset).await {
+                            break stop;
+                        }
+                        continue;
+                    }
                     Ok(None) => break Stop::Fail(Status::unavailable("RabbitMQ cancelled the history stream consumer")),
                     Err(error) => break Stop::Fail(Status::from(error)),
                 },
@@ -314,6 +320,27 @@ impl Follower {
             .await?;
         if self.history_only {
             return Err(Stop::Done);
+        }
+        Ok(())
+    }
+
+    /// The message at `offset` held no record: it still moves the tail
+    /// along. Reaching the head this way is being caught up; and a resume
+    /// point followed by such a message is no gap.
+    async fn passed(&mut self, offset: i64) -> Result<(), Stop> {
+        if let CatchUp::Behind { head, seen_any } = &mut self.catch_up {
+            *seen_any = true;
+            if offset >= *head {
+                self.caught_up().await?;
+            }
+        }
+        if let Start::After(token) = &self.start {
+            if offset > token.offset {
+                if offset > token.offset + 1 {
+                    self.gap(offset - token.offset - 1).await?;
+                }
+                self.start = Start::Live;
+            }
         }
         Ok(())
     }
@@ -382,13 +409,7 @@ impl Follower {
                 // Offsets are consecutive, so a first message beyond the next
                 // one means the records between were removed by retention.
                 if offset > token.offset + 1 {
-                    let reason = format!(
-                        "records after the resume point are gone (older than the history's retention); \
-                         continuing at the oldest retained record, {} messages later",
-                        offset - token.offset - 1
-                    );
-                    self.send(event(pb::tail_response::Event::Gap(pb::Gap { reason })))
-                        .await?;
+                    self.gap(offset - token.offset - 1).await?;
                 }
                 true
             }
@@ -399,6 +420,16 @@ impl Follower {
             self.start = Start::Live;
         }
         Ok(wanted)
+    }
+
+    /// Tells the client that `messages` after its resume point are gone.
+    async fn gap(&self, messages: i64) -> Result<(), Stop> {
+        let reason = format!(
+            "records after the resume point are gone (older than the history's retention); \
+             continuing at the oldest retained record, {messages} messages later"
+        );
+        self.send(event(pb::tail_response::Event::Gap(pb::Gap { reason })))
+            .await
     }
 
     async fn send(&self, response: pb::TailResponse) -> Result<(), Stop> {

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::{
     decode::{Decoder, Decoding},
     hub::Detachment,
-    Entry, Hub,
+    Entry, Fed, Hub,
 };
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
 use crate::record::Filter;
@@ -74,7 +74,8 @@ struct OwnConsumer {
     pending: VecDeque<Entry>,
     /// The message being decoded, kept here so that a cancelled
     /// [`Feed::next`] loses none of it.
-    decoding: Option<Decoding>,
+    /// The message being decoded, and its offset.
+    decoding: Option<(Option<i64>, Decoding)>,
     /// Entries before this position were already delivered (the reader
     /// starts at a whole chunk).
     from: Option<(i64, u32)>,
@@ -138,7 +139,7 @@ impl Feed {
 
     /// The next entry; `Ok(None)` when the broker ended the consumer and it
     /// could not be reopened. Cancel-safe: a cancelled call loses no entry.
-    pub async fn next(&mut self) -> Result<Option<Entry>, Error> {
+    pub async fn next(&mut self) -> Result<Option<Fed>, Error> {
         loop {
             let outcome = match &mut self.supplier {
                 Supplier::Hub {
@@ -146,7 +147,7 @@ impl Feed {
                     detachment,
                     hub,
                 } => match rx.recv().await {
-                    Some(entry) => Ok(Some(entry)),
+                    Some(entry) => Ok(Some(Fed::Entry(entry))),
                     None => {
                         // The hub let go: everything it queued was taken above.
                         if let Some(failure) = detachment.failure() {
@@ -193,7 +194,7 @@ impl Feed {
                 },
                 Supplier::OwnConsumer(own) => match own.next(&self.decoder, &mut self.latest).await
                 {
-                    Ok(Some(entry)) => Ok(Some(entry)),
+                    Ok(Some(fed)) => Ok(Some(fed)),
                     Ok(None) => Err("RabbitMQ cancelled the history stream consumer".to_owned()),
                     Err(error) => Err(error.to_string()),
                 },
@@ -203,7 +204,7 @@ impl Feed {
                 }
             };
             match outcome {
-                Ok(Some(entry)) => {
+                Ok(Some(Fed::Entry(entry))) => {
                     self.next_at = Some(if entry.last_in_message {
                         (entry.offset + 1, 0)
                     } else {
@@ -212,7 +213,11 @@ impl Feed {
                     if let Supplier::Hub { hub, .. } = &self.supplier {
                         self.latest = self.latest.max(hub.latest());
                     }
-                    return Ok(Some(entry));
+                    return Ok(Some(Fed::Entry(entry)));
+                }
+                Ok(Some(Fed::Passed(offset))) => {
+                    self.next_at = self.next_at.max(Some((offset + 1, 0)));
+                    return Ok(Some(Fed::Passed(offset)));
                 }
                 Ok(None) => return Ok(None),
                 Err(reason) => {
@@ -322,7 +327,7 @@ impl OwnConsumer {
         &mut self,
         decoder: &Decoder,
         latest: &mut Option<time::OffsetDateTime>,
-    ) -> Result<Option<Entry>, Error> {
+    ) -> Result<Option<Fed>, Error> {
         loop {
             if let Some(entry) = self.pending.pop_front() {
                 if self.from.is_some_and(|(o, i)| !entry.at_or_after(o, i)) {
@@ -336,11 +341,18 @@ impl OwnConsumer {
                 }
                 self.from = None;
                 self.not_before = None;
-                return Ok(Some(entry));
+                return Ok(Some(Fed::Entry(entry)));
             }
-            if let Some(decoding) = &mut self.decoding {
+            if let Some((offset, decoding)) = &mut self.decoding {
                 let entries = decoding.entries().await;
+                let offset = *offset;
                 self.decoding = None;
+                if entries.is_empty() {
+                    if let Some(offset) = offset {
+                        return Ok(Some(Fed::Passed(offset)));
+                    }
+                    continue;
+                }
                 let newest = entries.iter().map(|e| e.record.received_time).max();
                 *latest = (*latest).max(newest);
                 self.pending.extend(entries);
@@ -349,7 +361,7 @@ impl OwnConsumer {
             let Some(mut message) = self.reader.next().await? else {
                 return Ok(None);
             };
-            self.decoding = Some(decoder.start(&mut message));
+            self.decoding = Some((message.offset, decoder.start(&mut message)));
             // Being decoded: grant the credit for the next message. At most
             // one message's records wait here, so memory stays bounded.
             self.reader.ack(&message).await?;

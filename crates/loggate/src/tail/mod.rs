@@ -23,6 +23,19 @@ pub use hub::Hub;
 
 use crate::record::Record;
 
+/// What a feed hands a follower next.
+#[derive(Debug)]
+pub enum Fed {
+    /// A record.
+    Entry(Entry),
+    /// The message at this offset held no record (it was not a loggate
+    /// record, or too big to read): nothing to send, but the follower has
+    /// read past it, which is how a tail that started in the past learns it
+    /// reached a head that holds no record, or that a resume point is
+    /// followed by such a message rather than by a gap.
+    Passed(i64),
+}
+
 /// One record and where it sits in the stream.
 #[derive(Debug, Clone)]
 pub struct Entry {

@@ -238,6 +238,28 @@ async fn a_tail_sees_only_its_scope() {
         4,
         "tail = [\"*\"] sees everything"
     );
+
+    // A live tail with no service filter, fed by the hub, is held to the
+    // same scope.
+    let mut live = client
+        .tail(bearer(WRITER, pb::TailRequest::default()))
+        .await
+        .expect("a live tail")
+        .into_inner();
+    // The hub serves a new live tail from the next record published after
+    // it joined; give it a moment to join.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for service in ["billing", "checkout"] {
+        client
+            .log(bearer(ADMIN, log_request(record(service, "live"))))
+            .await
+            .expect("admin writes anything");
+    }
+    let first = next_record(&mut live).await;
+    assert_eq!(
+        first.service, "checkout",
+        "billing is outside the scope: {first:?}"
+    );
     let nothing = client
         .clone()
         .tail(bearer(
@@ -656,7 +678,7 @@ async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones(
     let served = first.server("served");
     let auth = AuthFile::new(&principal("svc", "svc-token", r#"["svc"]"#, "[]"));
     let (exchange, history, _names) = fresh_names();
-    let (child, url) = serve_process(&[
+    let (child, url, stderr) = serve_process_logged(&[
         "--auth-file",
         auth.path(),
         "--tls-cert",
@@ -677,16 +699,33 @@ async fn sighup_reloads_the_certificate_for_new_connections_and_keeps_open_ones(
         .await
         .expect("the first certificate is served");
 
+    let pid = child.id().expect("running").to_string();
+    let hup = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill runs")
+            .success());
+    };
+
+    // A broken certificate file is refused; the one in force stays.
+    let good_cert = std::fs::read(&served.cert).expect("read");
+    std::fs::write(&served.cert, b"not a certificate").expect("break the file");
+    hup();
+    loggate_testkit::eventually("the bad certificate file is reported", || {
+        stderr.head().contains("TLS files not reloaded")
+    })
+    .await;
+    tls_client(address, &first.ca_pem(), None)
+        .await
+        .expect("a bad file keeps the certificate in force");
+    std::fs::write(&served.cert, good_cert).expect("restore");
+
     // The operator's renewal: new files in place, then SIGHUP.
     let renewed = second.server("renewed");
     std::fs::copy(&renewed.cert, &served.cert).expect("replace the certificate");
     std::fs::copy(&renewed.key, &served.key).expect("replace the key");
-    let pid = child.id().expect("running").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill runs")
-        .success());
+    hup();
     loggate_testkit::eventually_async("new connections get the renewed certificate", || {
         let ca = second.ca_pem();
         async move { tls_client(address, &ca, None).await.is_ok() }

@@ -58,6 +58,15 @@ impl Target {
         std::fs::read(path).map_err(|e| Error::Gateway(format!("--tls-ca {}: {e}", path.display())))
     }
 
+    /// The same gateway, reached without a token: to check that a secured
+    /// gateway really refuses such a call.
+    pub fn without_token(&self) -> Target {
+        Target {
+            bearer: BearerToken::new(None).expect("no token is always valid"),
+            ..self.clone()
+        }
+    }
+
     /// A client on a connection of its own.
     pub async fn connect(&self) -> Result<Client, Error> {
         let mut endpoint =

@@ -11,7 +11,7 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use loggate::auth::{new_token, TokenHash};
+use loggate::auth::new_token;
 use loggate_testkit::TestPki;
 
 use super::{
@@ -94,10 +94,7 @@ impl Secured {
         let auth_file = dir.0.join("auth.toml");
         std::fs::write(
             &auth_file,
-            format!(
-                "[[principal]]\nname = \"bench\"\ntoken_sha256 = \"{}\"\nlog = [\"*\"]\ntail = [\"*\"]\n",
-                TokenHash::of(&token).to_hex()
-            ),
+            loggate_testkit::principal("bench", &token, r#"["*"]"#, r#"["*"]"#),
         )
         .map_err(|e| Error::Gateway(format!("writing {}: {e}", auth_file.display())))?;
         let mut serve_args = vec!["--auth-file".to_owned(), path_arg(&auth_file)];
@@ -129,6 +126,27 @@ impl Secured {
             ),
             None => Target::new(&gateway.url, None, Some(&self.token)),
         }
+    }
+}
+
+/// The "auth on" side must really be on: a call without the token is
+/// refused UNAUTHENTICATED, or the comparison would measure nothing.
+async fn refuses_without_token(target: &Target) -> Result<(), Error> {
+    let mut client = target.without_token().connect().await?;
+    let call = client
+        .log(loggate::proto::v1::LogRequest {
+            record: Some(loggate::proto::v1::LogRecord {
+                service: "bench".into(),
+                message: "without a token".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    match call {
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(()),
+        other => Err(Error::Gateway(format!(
+            "the auth-on gateway took a call without a token: {other:?}"
+        ))),
     }
 }
 
@@ -201,7 +219,10 @@ pub async fn run(
         .await?;
         let target = match side {
             Side::Off => Target::new(&gateway.url, None, None),
-            Side::On { .. } => secured.target(&gateway),
+            Side::On { .. } => match secured.target(&gateway) {
+                Ok(target) => refuses_without_token(&target).await.map(|()| target),
+                Err(error) => Err(error),
+            },
         };
         let (history, pid) = (gateway.history_queue.clone(), gateway.pid);
         let label = format!("{}, run {}", side.name(), number + 1);

@@ -318,6 +318,57 @@ async fn a_principal_gets_at_most_max_tails_per_principal_tails() {
 }
 
 #[tokio::test]
+async fn a_principal_holds_at_most_a_tenth_of_the_history_tail_channels() {
+    let auth = open_principals(&[("reader", "read-token"), ("other", "other-token")]);
+    let gateway = Gateway::start(&["--auth-file", auth.path(), "--tail-channels", "20"]).await;
+    let mut client = gateway.client().await;
+    let from_start = || pb::TailRequest {
+        start: Some(pb::tail_request::Start::FromBeginning(true)),
+        ..Default::default()
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(
+            client
+                .tail(bearer("read-token", from_start()))
+                .await
+                .expect("within its share"),
+        );
+    }
+    let refused = client
+        .tail(bearer("read-token", from_start()))
+        .await
+        .expect_err("a third history tail: 20 channels, a tenth each");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--tail-channels") && refused.message().contains("reader"),
+        "{}",
+        refused.message()
+    );
+    let _live = client
+        .tail(bearer("read-token", live_tail()))
+        .await
+        .expect("a live tail takes no channel: still served");
+    let _others = client
+        .tail(bearer("other-token", from_start()))
+        .await
+        .expect("another principal still gets a channel");
+    // A tail that ends gives its share back.
+    open.pop();
+    eventually_async("the principal's share comes back", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .tail(bearer("read-token", from_start()))
+                .await
+                .map(drop)
+                .is_ok()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_tail_request_gets_a_far_smaller_decode_limit_than_a_batch() {
     let gateway = Gateway::start(&[]).await;
     let mut client = gateway.client().await;

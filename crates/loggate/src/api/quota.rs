@@ -43,6 +43,9 @@ pub(super) struct Quotas {
     buckets: Mutex<HashMap<String, Bucket>>,
     /// Open tails per principal; an entry goes when its last tail ends.
     tails: OpenTails,
+    /// Open tails that start in the past (each holding a broker channel)
+    /// per principal, counted the same way.
+    history_tails: OpenTails,
 }
 
 impl Quotas {
@@ -51,6 +54,7 @@ impl Quotas {
             settings,
             buckets: Mutex::default(),
             tails: Arc::default(),
+            history_tails: Arc::default(),
         }
     }
 
@@ -87,25 +91,55 @@ impl Quotas {
     /// A place for one more of the caller's tails, held until the tail
     /// ends, or RESOURCE_EXHAUSTED when it has `--max-tails-per-principal`.
     pub(super) fn open_tail(&self, caller: &Caller) -> Result<TailPlace, Status> {
-        if caller.name().is_empty() {
-            return Ok(TailPlace(None));
-        }
         let max = self.settings.max_tails.get();
-        let mut tails = lock(&self.tails);
-        let open = tails.entry(caller.name().to_owned()).or_insert(0);
-        if *open >= max {
-            return Err(Status::resource_exhausted(format!(
+        take_place(&self.tails, caller, max, || {
+            format!(
                 "principal {:?} has {max} tails open, the most one principal may \
                  (--max-tails-per-principal)",
                 caller.name()
-            )));
-        }
-        *open += 1;
-        Ok(TailPlace(Some((
-            caller.name().to_owned(),
-            Arc::clone(&self.tails),
-        ))))
+            )
+        })
     }
+
+    /// A place for one more of the caller's tails that start in the past,
+    /// at most `max` at once: each holds one of the broker channels all
+    /// principals share (`--tail-channels`), so no one caller may take them all.
+    pub(super) fn open_history_tail(
+        &self,
+        caller: &Caller,
+        max: usize,
+    ) -> Result<TailPlace, Status> {
+        take_place(&self.history_tails, caller, max, || {
+            format!(
+                "principal {:?} has {max} tails that start in the past open, the most one \
+                 principal may (a tenth of --tail-channels); try again later or follow live",
+                caller.name()
+            )
+        })
+    }
+}
+
+/// Counts one more of `caller`'s places in `places`, up to `max`, else
+/// RESOURCE_EXHAUSTED with `refusal`. The anonymous caller is not counted.
+fn take_place(
+    places: &OpenTails,
+    caller: &Caller,
+    max: usize,
+    refusal: impl FnOnce() -> String,
+) -> Result<TailPlace, Status> {
+    if caller.name().is_empty() {
+        return Ok(TailPlace(None));
+    }
+    let mut open_places = lock(places);
+    let open = open_places.entry(caller.name().to_owned()).or_insert(0);
+    if *open >= max {
+        return Err(Status::resource_exhausted(refusal()));
+    }
+    *open += 1;
+    Ok(TailPlace(Some((
+        caller.name().to_owned(),
+        Arc::clone(places),
+    ))))
 }
 
 /// Open tails per principal, shared with each tail's [`TailPlace`].

@@ -62,6 +62,8 @@ pub(super) async fn tail(
             ))
         })?;
     let principal_place = gateway.quotas.open_tail(&caller)?;
+    // Its share of the broker channels, when it starts in the past.
+    let mut history_place = None;
     let request = request.into_inner();
     let filter = Arc::new(Filter::from_request(&request)?.within(scope));
     let queue = gateway.source.queue().to_owned();
@@ -79,6 +81,13 @@ pub(super) async fn tail(
             CatchUp::Live,
         ),
         position => {
+            // No one principal may hold more than a tenth of the channels.
+            let (_, total) = gateway.source.channel_budget();
+            history_place = Some(
+                gateway
+                    .quotas
+                    .open_history_tail(&caller, (total / 10).max(1))?,
+            );
             // A consumer of its own takes a channel of the tail connection,
             // and RabbitMQ has only so many per connection: past the budget,
             // refuse clearly rather than let the broker refuse channels to
@@ -118,6 +127,7 @@ pub(super) async fn tail(
         shutdown: gateway.shutdown.clone(),
         _place: place,
         _principal_place: principal_place,
+        _history_place: history_place,
         reloads: caller.reloads(),
         caller,
     };
@@ -212,6 +222,9 @@ struct Follower {
     _place: OwnedSemaphorePermit,
     /// Its place under `--max-tails-per-principal`, likewise.
     _principal_place: TailPlace,
+    /// Its principal's share of the broker channels, for a tail that
+    /// started in the past.
+    _history_place: Option<TailPlace>,
     /// Who opened it: checked again whenever the auth file is reloaded, so
     /// a revoked principal's tail ends instead of reading on.
     caller: Caller,

@@ -28,7 +28,8 @@ pub use history::{history, next_record};
 pub use names::{fresh_names, unique, Names};
 pub use probe::{publish_raw, Probe};
 pub use process::{
-    loggate_bin, serve_process, serve_process_logged, spawn_serving, SpawnError, Stderr,
+    loggate_bin, memory_bytes, serve_process, serve_process_logged, spawn_serving, MemoryField,
+    SpawnError, Stderr,
 };
 pub use rabbitmq::{
     close_connections, connections_named, consumers_of_connection, rabbitmqctl, AmqpConnection,

@@ -106,6 +106,13 @@ pub async fn spawn_serving(
 /// free loopback port with the given flags; returns it and its gRPC URL.
 /// Panics when it does not serve within `WAIT`.
 pub async fn serve_process(args: &[&str]) -> (Child, String) {
+    let (child, address) = start_serving(args, std::process::Stdio::null()).await;
+    (child, format!("http://{address}"))
+}
+
+/// `loggate serve --listen 127.0.0.1:0 ARGS` with `RUST_LOG` unset (so the
+/// gateway logs at its default level) and stderr to `stderr`, serving.
+async fn start_serving(args: &[&str], stderr: std::process::Stdio) -> (Child, SocketAddr) {
     let mut command = Command::new(loggate_bin());
     command
         .arg("serve")
@@ -113,11 +120,36 @@ pub async fn serve_process(args: &[&str]) -> (Child, String) {
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let (child, address) = spawn_serving(command, WAIT)
+        .stderr(stderr);
+    spawn_serving(command, WAIT)
         .await
-        .unwrap_or_else(|error| panic!("loggate serve did not start: {error}"));
-    (child, format!("http://{address}"))
+        .unwrap_or_else(|error| panic!("loggate serve did not start: {error}"))
+}
+
+/// A process's resident memory from /proc, in bytes: `VmRSS` now, or
+/// `VmHWM`, the peak so far.
+pub fn memory_bytes(pid: u32, field: MemoryField) -> u64 {
+    let key = match field {
+        MemoryField::Resident => "VmRSS:",
+        MemoryField::Peak => "VmHWM:",
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// Which memory figure [`memory_bytes`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum MemoryField {
+    /// The resident set now (`VmRSS`).
+    Resident,
+    /// The highest resident set so far (`VmHWM`).
+    Peak,
 }
 
 /// A path no other gateway of this or another run writes.
@@ -178,17 +210,7 @@ impl Stderr {
 pub async fn serve_process_logged(args: &[&str]) -> (Child, String, Stderr) {
     use tokio::io::AsyncBufReadExt as _;
 
-    let mut command = Command::new(loggate_bin());
-    command
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let (mut child, address) = spawn_serving(command, WAIT)
-        .await
-        .unwrap_or_else(|error| panic!("loggate serve did not start: {error}"));
+    let (mut child, address) = start_serving(args, std::process::Stdio::piped()).await;
     let stderr = Stderr::default();
     let pipe = child.stderr.take().expect("stderr is piped");
     let counted = stderr.clone();

@@ -15,9 +15,9 @@ use lapin::{
 };
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
-    fresh_names, next_record, publish_raw, record, serve_process_logged, AMQP_URL, WAIT,
+    fresh_names, memory_bytes, next_record, publish_raw, record, serve_process_logged, MemoryField,
+    AMQP_URL, WAIT,
 };
-use tokio::process::Child;
 use tonic::{transport::Channel, Streaming};
 
 /// A well-formed loggate body for `service` whose message is `message_bytes` long.
@@ -67,18 +67,6 @@ async fn round_trip(
     sent.elapsed()
 }
 
-/// The gateway's peak resident memory so far (VmHWM), in bytes.
-fn peak_rss(child: &Child) -> u64 {
-    let pid = child.id().expect("running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM")
-        * 1024
-}
-
 fn p99(latencies: &mut [Duration]) -> Duration {
     latencies.sort();
     latencies[(latencies.len() * 99).div_ceil(100).saturating_sub(1)]
@@ -110,7 +98,7 @@ async fn two_million_junk_lines_neither_stall_a_live_tail_nor_flood_the_log() {
         "{logged} log lines for one junk message; the first:\n{}",
         stderr.head()
     );
-    let peak = peak_rss(&child);
+    let peak = memory_bytes(child.id().expect("running"), MemoryField::Peak);
     eprintln!(
         "next good record after the junk: {took:?}; {logged} log lines; peak RSS {} MiB",
         peak >> 20
@@ -138,7 +126,7 @@ async fn a_20_mb_record_straight_to_the_stream_does_not_stop_tails() {
         took < Duration::from_secs(5),
         "the next good record took {took:?}"
     );
-    let peak = peak_rss(&child);
+    let peak = memory_bytes(child.id().expect("running"), MemoryField::Peak);
     eprintln!(
         "next good record after 20 MB: {took:?}; peak RSS {} MiB",
         peak >> 20
@@ -260,7 +248,7 @@ async fn a_well_behaved_live_tail_keeps_its_latency_under_hostile_messages() {
     let count = latencies.len();
     let p99_total = p99(&mut latencies);
     let p99_added = p99(&mut added);
-    let peak = peak_rss(&child);
+    let peak = memory_bytes(child.id().expect("running"), MemoryField::Peak);
     eprintln!(
         "{count} records over {:?}: Log to tail p99 {p99_total:?} (max {:?}); \
          added by the gateway after a plain AMQP consumer got it: p99 {p99_added:?} (max {:?}); \

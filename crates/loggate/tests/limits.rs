@@ -7,8 +7,8 @@ use std::{future::poll_fn, net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use loggate::proto::v1 as pb;
 use loggate_testkit::{
-    bearer, eventually_async, fresh_names, principal, record, serve_process, AuthFile, Gateway,
-    WAIT,
+    bearer, eventually_async, fresh_names, memory_bytes, principal, record, serve_process,
+    AuthFile, Gateway, MemoryField, WAIT,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -19,18 +19,6 @@ use tonic::Code;
 /// How long a send may wait for flow-control room before the client counts
 /// the gateway as no longer reading.
 const STALL: Duration = Duration::from_secs(3);
-
-/// The gateway's resident set size, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib * 1024
-}
 
 /// One gRPC message on the wire: uncompressed flag, big-endian length, bytes.
 fn grpc_frame(message: &impl prost::Message, into: &mut Vec<u8>) {
@@ -93,7 +81,7 @@ async fn a_log_stream_client_that_never_reads_its_answers_stops_being_read() {
     let (child, url) = serve_process(&["--exchange", &exchange, "--history-queue", &history]).await;
     let pid = child.id().expect("running");
     let address: SocketAddr = url.trim_start_matches("http://").parse().expect("address");
-    let before = rss_bytes(pid);
+    let before = memory_bytes(pid, MemoryField::Resident);
 
     let mut stream = DeafStream::open(address).await;
     let mut sent = 0;
@@ -115,7 +103,7 @@ async fn a_log_stream_client_that_never_reads_its_answers_stops_being_read() {
     }
     // Whatever the gateway took, it has had time to hold on to.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_bytes(pid);
+    let after = memory_bytes(pid, MemoryField::Resident);
     eprintln!(
         "empty requests sent before the gateway stopped reading: {sent} of {REQUESTS}; \
          gateway RSS {} MiB before, {} MiB after",

@@ -3,6 +3,8 @@
 
 use sha2::{Digest as _, Sha256};
 
+use crate::record::hex;
+
 /// Random bytes in a token: 256 bits, far past guessing.
 const TOKEN_BYTES: usize = 32;
 /// Marks a string as a loggate token (in logs, in secret scanners).
@@ -42,7 +44,7 @@ impl TokenHash {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     /// Compares without an early exit, so the time taken does not tell how
@@ -61,8 +63,7 @@ impl TokenHash {
 pub fn new_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes)?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{TOKEN_PREFIX}{hex}"))
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub use body::{BodyError, NDJSON};
 pub use filter::Filter;
 pub use level::Level;
 pub use scope::{Glob, Scope};
+pub(crate) use token::hex;
 pub use token::ResumeToken;
 pub use traceparent::TraceParent;
 pub use validate::{Acceptance, Invalid, Limits};

@@ -52,7 +52,8 @@ impl ResumeToken {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, two digits a byte (also the auth module's token form).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

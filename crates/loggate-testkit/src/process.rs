@@ -44,11 +44,14 @@ pub enum SpawnError {
     BadAddress(String),
 }
 
-/// The `loggate` binary: `$LOGGATE_BIN`, else the one cargo built next to
+/// The `loggate` binary: `$LOGGATE_BIN` (relative to the workspace root), else the one cargo built next to
 /// the running executable (test binaries live in `target/<profile>/deps/`).
 pub fn loggate_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("LOGGATE_BIN") {
-        return PathBuf::from(bin);
+        // Relative to the workspace root, where the command was typed:
+        // cargo runs each test binary in its own crate's directory.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        return workspace.join(bin);
     }
     let exe = std::env::current_exe().unwrap_or_default();
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();

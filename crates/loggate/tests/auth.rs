@@ -275,6 +275,67 @@ async fn a_tail_sees_only_its_scope() {
     assert!(nothing.message().contains("nobody"), "{nothing:?}");
 }
 
+#[tokio::test]
+async fn a_heartbeat_tells_a_scoped_tail_nothing_about_other_services() {
+    let auth = scoped_file();
+    let gateway = Gateway::start(&["--auth-file", auth.path(), "--tail-heartbeat", "100ms"]).await;
+    let mut client = gateway.client().await;
+    let mut writer = live_tail_as(&mut client, WRITER).await;
+    let mut admin = live_tail_as(&mut client, ADMIN).await;
+    // The hub serves a new live tail from the next record after it joined.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    client
+        .log(bearer(ADMIN, log_request(record("billing", "secret"))))
+        .await
+        .expect("admin writes anything");
+    // A beat sent a moment after the record was published.
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        + 0.2;
+    assert!(
+        head_time_after(&mut admin, after).await.is_some(),
+        "an unscoped caller sees the head"
+    );
+    assert_eq!(
+        head_time_after(&mut writer, after).await,
+        None,
+        "billing is outside the writer's scope: its records must not show in head_time"
+    );
+}
+
+async fn live_tail_as(
+    client: &mut LogGatewayClient<Channel>,
+    token: &str,
+) -> tonic::Streaming<pb::TailResponse> {
+    client
+        .tail(bearer(token, pb::TailRequest::default()))
+        .await
+        .expect("a live tail")
+        .into_inner()
+}
+
+/// The `head_time` of the first heartbeat sent after `after` (Unix seconds).
+async fn head_time_after(
+    stream: &mut tonic::Streaming<pb::TailResponse>,
+    after: f64,
+) -> Option<prost_types::Timestamp> {
+    loop {
+        let response = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("a beat in time")
+            .expect("open")
+            .expect("ok");
+        if let Some(pb::tail_response::Event::Heartbeat(beat)) = response.event {
+            let time = beat.time.as_ref().expect("a beat has a time");
+            if time.seconds as f64 + f64::from(time.nanos) / 1e9 > after {
+                return beat.head_time;
+            }
+        }
+    }
+}
+
 /// A LogGateway client over TLS to 127.0.0.1:`port`, trusting `ca`.
 async fn tls_client(
     address: std::net::SocketAddr,

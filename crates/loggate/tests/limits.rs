@@ -369,8 +369,12 @@ async fn a_tail_request_gets_a_far_smaller_decode_limit_than_a_batch() {
         })
         .await
         .expect_err("too large a Tail request");
-    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
-    assert!(refused.message().contains("65536"), "{}", refused.message());
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("at most 65536 bytes"),
+        "{}",
+        refused.message()
+    );
     // A batch ten times that size is still taken.
     let big: Vec<pb::LogRecord> = (0..1_000)
         .map(|i| record("svc", &format!("{i}:{}", "x".repeat(1_000))))

@@ -7,6 +7,7 @@ mod quota;
 mod status;
 mod stream;
 mod tail;
+mod tail_wire;
 
 use std::{num::NonZeroUsize, pin::Pin, sync::Arc, time::Duration};
 
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 pub use auth::Authenticate;
 pub use quota::{QuotaSettings, Rate};
+pub use tail_wire::{TailService, MAX_TAIL_REQUEST_BYTES, TAIL_PATH};
 
 use crate::broker::StreamSource;
 use crate::ingest::Ingest;
@@ -108,7 +110,6 @@ impl Gateway {
     }
 }
 
-type TailStream = Pin<Box<dyn Stream<Item = Result<pb::TailResponse, Status>> + Send>>;
 type LogStreamStream = Pin<Box<dyn Stream<Item = Result<pb::LogStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -136,12 +137,16 @@ impl pb::log_gateway_server::LogGateway for Gateway {
         stream::log_stream(self, request).await
     }
 
-    type TailStream = TailStream;
+    type TailStream = futures::stream::Empty<Result<pb::TailResponse, Status>>;
 
+    /// Never called: the server routes Tail to [`TailService`], which
+    /// encodes each record once for all its followers (see `tail_wire`).
     async fn tail(
         &self,
-        request: Request<pb::TailRequest>,
+        _: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
-        tail::tail(self, request).await
+        Err(Status::internal(
+            "Tail is served by api::TailService, not the generated server",
+        ))
     }
 }

@@ -14,11 +14,12 @@ use tracing::{debug, info_span, Instrument};
 
 use super::auth::caller;
 use super::quota::TailPlace;
-use super::{Gateway, TailStream};
+use super::tail_wire::{TailFrame, TailFrames};
+use super::Gateway;
 use crate::auth::{Caller, Denied};
 use crate::broker::StreamStart;
 use crate::proto::v1 as pb;
-use crate::record::{timestamp, Filter, Invalid, Record, ResumeToken};
+use crate::record::{timestamp, Filter, Invalid, ResumeToken};
 use crate::tail::{Entry, Fed, Feed};
 
 /// How long the closing status may wait for room in a full response buffer.
@@ -27,7 +28,7 @@ const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
 pub(super) async fn tail(
     gateway: &Gateway,
     request: Request<pb::TailRequest>,
-) -> Result<Response<TailStream>, Status> {
+) -> Result<Response<TailFrames>, Status> {
     let caller = caller(&request)?;
     let scope = caller.tail_scope();
     // A principal that may read nothing gets no tail at all: an empty one
@@ -128,6 +129,7 @@ pub(super) async fn tail(
         _place: place,
         _principal_place: principal_place,
         _history_place: history_place,
+        newest_in_scope: None,
         reloads: caller.reloads(),
         caller,
     };
@@ -202,7 +204,7 @@ impl Start {
     }
 }
 
-type Sender = mpsc::Sender<Result<pb::TailResponse, Status>>;
+type Sender = mpsc::Sender<Result<TailFrame, Status>>;
 
 /// One follower's state.
 struct Follower {
@@ -228,6 +230,10 @@ struct Follower {
     /// Who opened it: checked again whenever the auth file is reloaded, so
     /// a revoked principal's tail ends instead of reading on.
     caller: Caller,
+    /// Arrival time of the newest record this follower read that its
+    /// caller may see: a heartbeat's `head_time` for a caller with a tail
+    /// scope, which must not learn when other services last logged.
+    newest_in_scope: Option<OffsetDateTime>,
     /// Changes on every reload of the auth file (`None`: auth is off).
     reloads: Option<watch::Receiver<u64>>,
 }
@@ -294,11 +300,16 @@ impl Follower {
                     continue;
                 }
                 _ = heartbeat.tick() => {
+                    let head = if self.caller.tail_scope().is_everything() {
+                        feed.latest()
+                    } else {
+                        self.newest_in_scope
+                    };
                     let beat = pb::Heartbeat {
                         time: Some(timestamp(OffsetDateTime::now_utc())),
-                        head_time: feed.latest().map(timestamp),
+                        head_time: head.map(timestamp),
                     };
-                    if let Err(stop) = self.send(event(pb::tail_response::Event::Heartbeat(beat))).await {
+                    if let Err(stop) = self.send(TailFrame::heartbeat(beat)).await {
                         break stop;
                     }
                     continue;
@@ -329,8 +340,7 @@ impl Follower {
     /// Sends CaughtUp once; ends the tail if only history was asked for.
     async fn caught_up(&mut self) -> Result<(), Stop> {
         self.catch_up = CatchUp::Done;
-        self.send(event(pb::tail_response::Event::CaughtUp(pb::CaughtUp {})))
-            .await?;
+        self.send(TailFrame::caught_up()).await?;
         if self.history_only {
             return Err(Stop::Done);
         }
@@ -360,12 +370,10 @@ impl Follower {
 
     /// Sends one entry if it is past the start and matches.
     async fn forward(&mut self, entry: Entry) -> Result<(), Stop> {
-        let Entry {
-            offset,
-            index,
-            record,
-            last_in_message,
-        } = entry;
+        let offset = entry.offset;
+        if self.caller.tail_scope().allows(&entry.record.service) {
+            self.newest_in_scope = self.newest_in_scope.max(Some(entry.record.received_time));
+        }
         let mut reaches_head = false;
         if let CatchUp::Behind { head, seen_any } = &mut self.catch_up {
             *seen_any = true;
@@ -374,10 +382,10 @@ impl Follower {
                 // foreign): caught up before this one.
                 self.caught_up().await?;
             } else {
-                reaches_head = offset == *head && last_in_message;
+                reaches_head = offset == *head && entry.last_in_message;
             }
         }
-        let sent = self.deliver(offset, index, record).await;
+        let sent = self.deliver(&entry).await;
         if reaches_head {
             self.caught_up().await?;
         }
@@ -385,22 +393,18 @@ impl Follower {
     }
 
     /// Sends a record if it is past the start and matches.
-    async fn deliver(&mut self, offset: i64, index: u32, record: Arc<Record>) -> Result<(), Stop> {
-        if !self.wanted(offset, index, &record).await? || !self.filter.matches(&record) {
+    async fn deliver(&mut self, entry: &Entry) -> Result<(), Stop> {
+        if !self.wanted(entry).await? || !self.filter.matches(&entry.record) {
             return Ok(());
         }
         let resume_token = ResumeToken {
             queue: self.queue.clone(),
-            offset,
-            index,
+            offset: entry.offset,
+            index: entry.index,
         }
         .encode();
-        let record = Arc::unwrap_or_clone(record);
-        self.send(pb::TailResponse {
-            event: Some(pb::tail_response::Event::Record(record.into())),
-            resume_token,
-        })
-        .await?;
+        self.send(TailFrame::record(entry.encoded(), resume_token))
+            .await?;
         if let Some(left) = &mut self.limit {
             *left -= 1;
             if *left == 0 {
@@ -412,10 +416,11 @@ impl Follower {
 
     /// Whether the record at (`offset`, `index`) is past the start; tells the
     /// client once when records it asked for are gone.
-    async fn wanted(&mut self, offset: i64, index: u32, record: &Record) -> Result<bool, Stop> {
+    async fn wanted(&mut self, entry: &Entry) -> Result<bool, Stop> {
+        let (offset, index) = (entry.offset, entry.index);
         let wanted = match &self.start {
             Start::Live | Start::Beginning => true,
-            Start::Since(at) => record.received_time >= *at,
+            Start::Since(at) => entry.record.received_time >= *at,
             Start::After(token) if offset < token.offset => false,
             Start::After(token) if offset == token.offset => index > token.index,
             Start::After(token) => {
@@ -441,23 +446,14 @@ impl Follower {
             "records after the resume point are gone (older than the history's retention); \
              continuing at the oldest retained record, {messages} messages later"
         );
-        self.send(event(pb::tail_response::Event::Gap(pb::Gap { reason })))
-            .await
+        self.send(TailFrame::gap(pb::Gap { reason })).await
     }
 
-    async fn send(&self, response: pb::TailResponse) -> Result<(), Stop> {
+    async fn send(&self, frame: TailFrame) -> Result<(), Stop> {
         tokio::select! {
             () = self.shutdown.cancelled() => Err(shutting_down()),
-            sent = self.tx.send(Ok(response)) => sent.map_err(|_| Stop::Done),
+            sent = self.tx.send(Ok(frame)) => sent.map_err(|_| Stop::Done),
         }
-    }
-}
-
-/// A response that carries no record (and so no resume token).
-fn event(event: pb::tail_response::Event) -> pb::TailResponse {
-    pb::TailResponse {
-        event: Some(event),
-        resume_token: String::new(),
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use futures::future::Either;
+
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -19,7 +21,7 @@ use tracing::{info, warn};
 
 mod security;
 
-use crate::api::{Authenticate, Gateway, GatewaySettings};
+use crate::api::{Authenticate, Gateway, GatewaySettings, TailService, TAIL_PATH};
 use crate::auth::{self, Auth};
 use crate::broker::{self, Brokers, FirstConnect, Publisher, StreamSource};
 use crate::config::{LimitsArgs, ServeConfig};
@@ -37,9 +39,6 @@ const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 /// Largest gRPC request accepted: a full batch of large records fits.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
-/// Largest Tail request accepted: filters and a resume token need a few
-/// hundred bytes, so a client gets no 64 MiB buffer out of a Tail.
-const MAX_TAIL_REQUEST_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -89,8 +88,11 @@ pub async fn run(
     let reloading = tokio::spawn(security::reload_on_hangup(security.clone(), stop.clone()));
     let reporting = tokio::spawn(report_health(
         health,
-        backends.publisher.connected(),
-        backends.source.connected(),
+        Upstream {
+            publishing: backends.publisher.connected(),
+            consuming: backends.source.connected(),
+            draining: backends.spool.as_ref().map(|spool| spool.drainer_up()),
+        },
         stop.clone(),
     ));
     // Last of the set-up steps that can fail, so no drainer outlives a
@@ -197,12 +199,8 @@ fn build_services(
     );
     let gateway = Arc::new(gateway);
     let authenticate = Authenticate::new(auth);
-    let gateway = TailLimited {
-        tail: InterceptedService::new(
-            LogGatewayServer::from_arc(Arc::clone(&gateway))
-                .max_decoding_message_size(MAX_TAIL_REQUEST_BYTES),
-            authenticate.clone(),
-        ),
+    let gateway = TailApart {
+        tail: InterceptedService::new(TailService::new(Arc::clone(&gateway)), authenticate.clone()),
         other: InterceptedService::new(
             LogGatewayServer::from_arc(gateway).max_decoding_message_size(MAX_REQUEST_BYTES),
             authenticate,
@@ -230,42 +228,42 @@ fn build_services(
     Ok((routes, reporter))
 }
 
-/// The LogGateway service twice, the same gateway behind both: Tail calls
-/// go to the one that decodes at most `MAX_TAIL_REQUEST_BYTES`, the rest to
-/// the one that takes a full batch. (tonic sets its decode limit per
-/// service, not per method.)
+/// The LogGateway service: Tail calls go to the hand-written Tail service
+/// (records encoded once for all followers, a small request bound), the
+/// rest to tonic's generated server, which takes a full batch.
 #[derive(Clone)]
-struct TailLimited<S> {
-    tail: S,
-    other: S,
+struct TailApart<T, O> {
+    tail: T,
+    other: O,
 }
 
-impl<S: NamedService> NamedService for TailLimited<S> {
-    const NAME: &'static str = S::NAME;
+impl<T, O: NamedService> NamedService for TailApart<T, O> {
+    const NAME: &'static str = O::NAME;
 }
 
-impl<S> Service<http::Request<Body>> for TailLimited<S>
+impl<T, O> Service<http::Request<Body>> for TailApart<T, O>
 where
-    S: Service<http::Request<Body>> + Clone,
+    T: Service<http::Request<Body>> + Clone,
+    O: Service<http::Request<Body>, Response = T::Response, Error = T::Error> + Clone,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = T::Response;
+    type Error = T::Error;
+    type Future = Either<T::Future, O::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Both are tonic's generated servers behind an interceptor: always ready.
+        // Both are always ready (tonic's generated server, and TailService,
+        // behind an interceptor).
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let tail = request.uri().path() == TAIL_PATH;
-        let mut service = if tail { &self.tail } else { &self.other }.clone();
-        service.call(request)
+        if request.uri().path() == TAIL_PATH {
+            Either::Left(self.tail.clone().call(request))
+        } else {
+            Either::Right(self.other.clone().call(request))
+        }
     }
 }
-
-/// The Tail method's HTTP/2 path.
-const TAIL_PATH: &str = "/loggate.v1.LogGateway/Tail";
 
 /// Step 3: serves `routes` on `listener` until `shutdown` resolves, then
 /// stops accepting (cancelling `stop` ends tails) and gives open calls
@@ -340,16 +338,29 @@ async fn shut_down(backends: Backends) {
     tokio::join!(backends.publisher.close(), backends.source.close());
 }
 
-/// SERVING while both broker connections are up, NOT_SERVING otherwise and
-/// from the moment shutdown begins.
-async fn report_health(
-    reporter: HealthReporter,
-    mut publishing: watch::Receiver<bool>,
-    mut consuming: watch::Receiver<bool>,
-    stop: CancellationToken,
-) {
+/// What health reports on: each is `true` while that part works.
+struct Upstream {
+    /// The publish connection is up and not blocked.
+    publishing: watch::Receiver<bool>,
+    /// The tail connection is up.
+    consuming: watch::Receiver<bool>,
+    /// The spool's drainer runs (`None`: no spool).
+    draining: Option<watch::Receiver<bool>>,
+}
+
+/// SERVING while both broker connections are up and the spool's drainer (if
+/// any) runs; NOT_SERVING otherwise and from the moment shutdown begins.
+async fn report_health(reporter: HealthReporter, upstream: Upstream, stop: CancellationToken) {
+    let Upstream {
+        mut publishing,
+        mut consuming,
+        mut draining,
+    } = upstream;
     loop {
-        let up = *publishing.borrow_and_update() && *consuming.borrow_and_update();
+        let drainer_up = draining
+            .as_mut()
+            .is_none_or(|draining| *draining.borrow_and_update());
+        let up = *publishing.borrow_and_update() && *consuming.borrow_and_update() && drainer_up;
         let status = if up {
             ServingStatus::Serving
         } else {
@@ -361,6 +372,7 @@ async fn report_health(
         tokio::select! {
             changed = publishing.changed() => if changed.is_err() { break },
             changed = consuming.changed() => if changed.is_err() { break },
+            Some(changed) = changed_if_any(&mut draining) => if changed.is_err() { break },
             () = stop.cancelled() => break,
         }
     }
@@ -368,5 +380,62 @@ async fn report_health(
         reporter
             .set_service_status(service, ServingStatus::NotServing)
             .await;
+    }
+}
+
+/// `changed()` on a watch that may be absent: `None` at once if it is.
+async fn changed_if_any(
+    watch: &mut Option<watch::Receiver<bool>>,
+) -> Option<Result<(), watch::error::RecvError>> {
+    match watch {
+        Some(watch) => Some(watch.changed().await),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_health::pb::{health_check_response::ServingStatus as Wire, health_server::Health};
+    use tonic_health::server::HealthService;
+
+    use super::*;
+
+    async fn overall(health: &HealthService) -> Wire {
+        let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        });
+        let response = health.check(request).await.expect("reported");
+        Wire::try_from(response.into_inner().status).expect("a status")
+    }
+
+    #[tokio::test]
+    async fn health_says_not_serving_while_the_spool_drainer_is_down() {
+        let reporter = HealthReporter::new();
+        let health = HealthService::from_health_reporter(reporter.clone());
+        let (_publishing, publishing) = watch::channel(true);
+        let (_consuming, consuming) = watch::channel(true);
+        let (draining, drainer_up) = watch::channel(true);
+        let stop = CancellationToken::new();
+        let upstream = Upstream {
+            publishing,
+            consuming,
+            draining: Some(drainer_up),
+        };
+        let reporting = tokio::spawn(report_health(reporter, upstream, stop.clone()));
+        for (up, expected) in [
+            (true, Wire::Serving),
+            (false, Wire::NotServing),
+            (true, Wire::Serving),
+        ] {
+            draining.send_replace(up);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while overall(&health).await != expected {
+                assert!(tokio::time::Instant::now() < deadline, "never {expected:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        stop.cancel();
+        reporting.await.expect("reporter");
+        assert_eq!(overall(&health).await, Wire::NotServing, "shutting down");
     }
 }

@@ -73,10 +73,12 @@ pub(super) async fn supervise<F, Fut>(
             delay = first_delay;
         }
         error!(error = %failure, failures, pending = shared.pending_records.load(Ordering::Acquire), restart_in = ?delay, "the spool's drainer failed; restarting it");
+        shared.drainer_up.send_replace(false);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
         }
+        shared.drainer_up.send_replace(true);
         delay = (delay * 2).min(RESTART_MAX);
     }
 }
@@ -455,12 +457,19 @@ mod tests {
     #[tokio::test]
     async fn a_drainer_that_panics_is_counted_and_restarted() {
         let spool = spool_with("supervise", &[]);
+        let mut up = spool.drainer_up();
+        // A failure is reported down until the restart.
+        let reported_down = tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(5), up.wait_for(|up| !*up))
+                .await
+                .is_ok_and(|seen| seen.is_ok())
+        });
         let runs = Arc::new(AtomicU32::new(0));
         let counting = Arc::clone(&runs);
         supervise(
             Arc::clone(&spool.shared),
             CancellationToken::new(),
-            Duration::from_millis(1),
+            Duration::from_millis(20),
             move || {
                 let run = counting.fetch_add(1, Ordering::AcqRel) + 1;
                 async move {
@@ -475,6 +484,8 @@ mod tests {
             "restarted until it ended by itself"
         );
         assert_eq!(spool.drainer_failures(), 2);
+        assert!(*spool.drainer_up().borrow(), "up once restarted");
+        assert!(reported_down.await.expect("watcher"), "reported down");
         finish(spool).await;
     }
 }

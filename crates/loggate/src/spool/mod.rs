@@ -126,6 +126,9 @@ struct Shared {
     rejected: AtomicU64,
     /// Times the drainer failed (panicked) and was restarted, since the spool opened.
     drainer_failures: AtomicU64,
+    /// `false` from a drainer's failure until it is restarted: health says
+    /// NOT_SERVING meanwhile, since spooled records are not moving.
+    drainer_up: tokio::sync::watch::Sender<bool>,
 }
 
 /// The segments on disk, oldest first, and where draining stands.
@@ -230,6 +233,7 @@ impl Spool {
             appended: Notify::new(),
             rejected: AtomicU64::new(0),
             drainer_failures: AtomicU64::new(0),
+            drainer_up: tokio::sync::watch::Sender::new(true),
         });
         let (writes, jobs) = mpsc::channel(writer::QUEUE);
         let writer = writer::spawn(
@@ -271,6 +275,11 @@ impl Spool {
     /// Times the drainer failed and was restarted since the spool opened.
     pub fn drainer_failures(&self) -> u64 {
         self.shared.drainer_failures.load(Ordering::Acquire)
+    }
+
+    /// `true` unless the drainer failed and waits to be restarted.
+    pub fn drainer_up(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.drainer_up.subscribe()
     }
 
     /// `true` while records wait in the spool: new records then go to the

@@ -137,12 +137,11 @@ impl Decoder {
             .into_iter()
             .enumerate()
             .filter_map(|(index, decoded)| match decoded {
-                Ok(record) => Some(Entry {
+                Ok(record) => Some(Entry::new(
                     offset,
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    record: Arc::new(fit(record, self.limits.max_record_bytes)),
-                    last_in_message: false,
-                }),
+                    u32::try_from(index).unwrap_or(u32::MAX),
+                    fit(record, self.limits.max_record_bytes),
+                )),
                 Err(error) => {
                     bad += 1;
                     first_error.get_or_insert(error);

@@ -15,7 +15,10 @@ mod decode;
 mod feed;
 mod hub;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use prost::Message as _;
 
 pub use decode::{DecodeLimits, DEFAULT_MAX_RECORD_BYTES, TRUNCATED};
 pub use feed::Feed;
@@ -47,9 +50,32 @@ pub struct Entry {
     pub record: Arc<Record>,
     /// The last record decoded from its message.
     pub last_in_message: bool,
+    /// The record as a wire `LogRecord`, encoded by the first follower that
+    /// sends it and shared with every other.
+    encoded: Arc<OnceLock<Bytes>>,
 }
 
 impl Entry {
+    pub fn new(offset: i64, index: u32, record: Record) -> Entry {
+        Entry {
+            offset,
+            index,
+            record: Arc::new(record),
+            last_in_message: false,
+            encoded: Arc::default(),
+        }
+    }
+
+    /// The record encoded as a `LogRecord`: once for all followers.
+    pub fn encoded(&self) -> Bytes {
+        self.encoded
+            .get_or_init(|| {
+                let wire = crate::proto::v1::LogRecord::from(Record::clone(&self.record));
+                Bytes::from(wire.encode_to_vec())
+            })
+            .clone()
+    }
+
     /// Whether this entry comes at or after position (`offset`, `index`).
     pub fn at_or_after(&self, offset: i64, index: u32) -> bool {
         (self.offset, self.index) >= (offset, index)

@@ -310,9 +310,20 @@ async fn live_tails_share_one_stream_consumer() {
 
 #[tokio::test]
 async fn a_slow_follower_is_detached_and_catches_up_without_slowing_others() {
-    let gateway = Gateway::start(&["--tail-hub-queue", "8", "--tail-buffer", "1"]).await;
+    // Far more records than every buffer between the hub and a client that
+    // reads nothing can hold: its hub queue, its Tail buffer, and a 1 KiB
+    // HTTP/2 window. The fast follower's queue holds more than one batch.
+    const RECORDS: usize = 5_000;
+    const BATCH: usize = 50;
+    let gateway = Gateway::start(&["--tail-hub-queue", "256", "--tail-buffer", "1"]).await;
     let mut client = gateway.client().await;
-    let mut slow = client
+    let tiny_window = Channel::from_shared(gateway.url())
+        .expect("url")
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    let mut slow = LogGatewayClient::new(tiny_window)
         .tail(pb::TailRequest::default())
         .await
         .expect("tail opens")
@@ -322,35 +333,34 @@ async fn a_slow_follower_is_detached_and_catches_up_without_slowing_others() {
         .await
         .expect("tail opens")
         .into_inner();
-
-    let expected: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
-    for chunk in expected.chunks(100) {
-        let records = chunk.iter().map(|m| record("s", m)).collect();
-        client
-            .log_batch(pb::LogBatchRequest { records })
-            .await
-            .expect("accepted");
-    }
-    // The fast follower gets everything while the slow one reads nothing.
-    assert_eq!(messages_in_order(&mut fast, 500).await, expected);
-
-    // The slow one was moved to a consumer of its own…
     let tail_connection = format!("loggate {} tail", gateway.instance);
+    assert_eq!(consumers_of_connection(&tail_connection), 1, "the hub");
+
+    let expected = numbered("m", RECORDS);
+    // The fast follower reads as the records are logged, while the slow one
+    // reads nothing: the hub never waits for it.
+    let reading = tokio::spawn(async move {
+        let got = messages_in_order(&mut fast, RECORDS).await;
+        (got, fast)
+    });
+    for chunk in expected.chunks(BATCH) {
+        log_all(&mut client, chunk).await;
+    }
+    // (The fast tail stays open, so the hub keeps running.)
+    let (got, mut fast) = reading.await.expect("fast reader");
+    assert_eq!(got, expected, "by identity, in order");
+
+    // The slow one still receives every record, once, in order…
+    assert_eq!(messages_in_order(&mut slow, RECORDS).await, expected);
+    // …from a consumer of its own: the hub and exactly one more.
     assert_eq!(
         consumers_of_connection(&tail_connection),
         2,
         "hub + the detached follower"
     );
-    // …and still receives every record, once, in order.
-    assert_eq!(messages_in_order(&mut slow, 500).await, expected);
 
     // Nothing more arrives for either after a final record but that record.
-    client
-        .log(pb::LogRequest {
-            record: Some(record("s", "last")),
-        })
-        .await
-        .expect("accepted");
+    log_all(&mut client, &["last".to_owned()]).await;
     assert_eq!(next_record(&mut slow).await.message, "last");
     assert_eq!(next_record(&mut fast).await.message, "last");
 }

@@ -60,15 +60,27 @@ pub async fn run(args: &BenchArgs, tag: &str, template: pb::LogRecord) -> Result
 async fn clients(url: &str, count: usize) -> Result<Vec<LogGatewayClient<Channel>>, Error> {
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
-        let channel = Channel::from_shared(url.to_owned())
-            .map_err(|e| Error::Gateway(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| Error::Gateway(format!("cannot reach {url}: {e}")))?;
-        clients.push(LogGatewayClient::new(channel));
+        clients.push(client(url, None).await?);
     }
     Ok(clients)
 }
+
+/// One client on a connection of its own; with `stream_window`, HTTP/2
+/// lets the gateway send only that many bytes per call before it reads.
+async fn client(url: &str, stream_window: Option<u32>) -> Result<LogGatewayClient<Channel>, Error> {
+    let channel = Channel::from_shared(url.to_owned())
+        .map_err(|e| Error::Gateway(e.to_string()))?
+        .initial_stream_window_size(stream_window)
+        .connect()
+        .await
+        .map_err(|e| Error::Gateway(format!("cannot reach {url}: {e}")))?;
+    Ok(LogGatewayClient::new(channel))
+}
+
+/// The paused follower's HTTP/2 window: small, so that its pause really
+/// pushes back on the gateway instead of being absorbed by the client's
+/// default window (which holds thousands of small records).
+const PAUSED_WINDOW_BYTES: u32 = 1024;
 
 /// What one follower received: (record id, when).
 type Received = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -100,7 +112,11 @@ async fn fan_out(
     let mut readers = tokio::task::JoinSet::new();
     eprintln!("tail: opening {followers} followers on {connections} connections…");
     for i in 0..followers {
-        let mut client = tail_clients[i % connections].clone();
+        let pause = if i == 0 { args.pause_one } else { None };
+        let mut client = match pause {
+            Some(_) => client(&gateway.url, Some(PAUSED_WINDOW_BYTES)).await?,
+            None => tail_clients[i % connections].clone(),
+        };
         let request = pb::TailRequest {
             services: service_of(i).into_iter().collect(),
             ..Default::default()
@@ -113,7 +129,6 @@ async fn fan_out(
         let log: Received = Arc::default();
         received.push(Arc::clone(&log));
         let stop = stop.clone();
-        let pause = if i == 0 { args.pause_one } else { None };
         readers.spawn(async move {
             if let Some(pause) = pause {
                 tokio::time::sleep(pause).await;
@@ -205,14 +220,25 @@ async fn fan_out(
     stop.cancel();
     while readers.join_next().await.is_some() {}
 
-    let (mut lost, mut duplicated, mut delivered) = (0usize, 0usize, 0usize);
+    // By identity: each follower must get exactly the acknowledged ids of
+    // its service, each once; anything else it got is counted as unexpected.
+    let (mut lost, mut duplicated, mut delivered, mut unexpected) =
+        (0usize, 0usize, 0usize, 0usize);
     let mut latencies = Vec::new();
     for (i, log) in received.iter().enumerate() {
         let log = lock(log);
         let paused = i == 0 && args.pause_one.is_some();
+        let wanted = |service: usize| services == 0 || service == i % services;
         let mut unique = HashSet::new();
         let mut copies = 0;
         for (id, at) in log.iter() {
+            if !returned
+                .get(id)
+                .is_some_and(|(_, service)| wanted(*service))
+            {
+                unexpected += 1;
+                continue;
+            }
             if !unique.insert(id.as_str()) {
                 copies += 1;
                 continue;
@@ -222,7 +248,10 @@ async fn fan_out(
                 latencies.push(at.saturating_duration_since(*sent_at));
             }
         }
-        let missing = expected[i].saturating_sub(unique.len());
+        let missing = returned
+            .iter()
+            .filter(|(id, (_, service))| wanted(*service) && !unique.contains(id.as_str()))
+            .count();
         if paused {
             println!(
                 "paused follower: {} of {} records after its pause, {missing} lost, {copies} duplicated",
@@ -246,11 +275,11 @@ async fn fan_out(
         latency,
     }]);
     println!(
-        "fan-out: {} records sent ({failed} failed calls), {} deliveries expected, {delivered} delivered, {lost} lost, {duplicated} duplicated",
+        "fan-out: {} records sent ({failed} failed calls), {} deliveries expected, {delivered} delivered, {lost} lost, {duplicated} duplicated, {unexpected} unexpected",
         returned.len(),
         expected.iter().sum::<usize>(),
     );
-    Ok(lost == 0 && duplicated == 0 && failed == 0)
+    Ok(lost == 0 && duplicated == 0 && unexpected == 0 && failed == 0)
 }
 
 /// Replay of `--records` to one tail, against lapin reading the same stream.

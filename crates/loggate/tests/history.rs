@@ -161,20 +161,42 @@ async fn tokens_that_do_not_fit_are_refused() {
     }
 }
 
-/// Every event until the stream ends, as short words: `r:<message>`, `caught-up`.
+/// An event as a short word: `r:<message>`, `caught-up`, `gap`.
+fn word(event: Option<pb::tail_response::Event>) -> String {
+    match event {
+        Some(pb::tail_response::Event::Record(record)) => format!("r:{}", record.message),
+        Some(pb::tail_response::Event::CaughtUp(_)) => "caught-up".into(),
+        Some(pb::tail_response::Event::Gap(gap)) => {
+            assert!(!gap.reason.is_empty(), "a gap says why");
+            "gap".into()
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+}
+
+/// Every event until the stream ends, as short words (see [`word`]).
 async fn events(mut stream: Streaming<pb::TailResponse>) -> Vec<String> {
     let mut got = Vec::new();
     while let Some(response) = tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("the stream ends in time")
     {
-        match response.expect("no error").event {
-            Some(pb::tail_response::Event::Record(record)) => {
-                got.push(format!("r:{}", record.message))
-            }
-            Some(pb::tail_response::Event::CaughtUp(_)) => got.push("caught-up".into()),
-            other => panic!("unexpected event {other:?}"),
-        }
+        got.push(word(response.expect("no error").event));
+    }
+    got
+}
+
+/// Events of a tail that started in the past, up to and including its
+/// CaughtUp, as short words; the tail stays open for what follows.
+async fn events_until_caught_up(stream: &mut Streaming<pb::TailResponse>) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("caught-up") {
+        let response = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("a tail from the past says CaughtUp in time")
+            .expect("the tail is open")
+            .expect("no error");
+        got.push(word(response.event));
     }
     got
 }
@@ -481,4 +503,247 @@ async fn a_message_that_is_not_a_record_after_the_resume_point_is_no_gap() {
         })
         .collect();
     assert_eq!(messages, ["after"]);
+}
+
+/// A tail with `request`, the start and other options set by the caller.
+async fn open_tail(gateway: &Gateway, request: pb::TailRequest) -> Streaming<pb::TailResponse> {
+    gateway
+        .client()
+        .await
+        .tail(request)
+        .await
+        .expect("tail opens")
+        .into_inner()
+}
+
+fn resume(token: &str, history_only: bool) -> pb::TailRequest {
+    pb::TailRequest {
+        start: Some(Start::ResumeToken(token.to_owned())),
+        history_only,
+        ..Default::default()
+    }
+}
+
+fn words(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("r:{prefix}{i}")).collect()
+}
+
+#[tokio::test]
+async fn a_token_whose_record_retention_removed_gets_a_gap_then_the_oldest_retained_record() {
+    // RabbitMQ 3.10 drops whole segments, oldest first, and only when the
+    // writer rolls over to a new segment: small segments (a few records
+    // each) and a small cap make that happen after a few dozen records.
+    let gateway = Gateway::start(&[
+        "--history-max-bytes",
+        "20000",
+        "--history-segment-bytes",
+        "4000",
+    ])
+    .await;
+    log_messages(&gateway, "s", (0..5).map(|i| format!("early{i}"))).await;
+    let got = drain(tail(&gateway, Start::FromBeginning(true), 3).await).await;
+    assert_eq!(messages(&got), ["early0", "early1", "early2"]);
+    let token = got[2].1.clone();
+
+    // Log until the oldest retained record is no longer an early one.
+    let mut batches = 0;
+    let oldest = loop {
+        log_messages(&gateway, "s", (0..20).map(|i| format!("late{batches}.{i}"))).await;
+        batches += 1;
+        let first = drain(tail(&gateway, Start::FromBeginning(true), 1).await).await;
+        let (message, _) = first.into_iter().next().expect("the history is not empty");
+        if !message.starts_with("early") {
+            break message;
+        }
+        assert!(
+            batches < 25,
+            "retention removed nothing after {} records",
+            batches * 20
+        );
+    };
+    // Nothing is logged any more, so nothing rolls and nothing else is removed.
+    let limited = pb::TailRequest {
+        limit: 1,
+        ..resume(&token, false)
+    };
+    assert_eq!(
+        events(open_tail(&gateway, limited).await).await,
+        ["gap".to_owned(), format!("r:{oldest}")],
+        "the gap comes first, then the oldest record still retained"
+    );
+    // The same as history_only: the gap, then everything retained, then the end.
+    let history = events(open_tail(&gateway, resume(&token, true)).await).await;
+    assert_eq!(history[..2], ["gap".to_owned(), format!("r:{oldest}")]);
+    assert_eq!(history.last().map(String::as_str), Some("caught-up"));
+    assert_eq!(
+        history.iter().filter(|w| *w == "gap").count(),
+        1,
+        "one gap: {history:?}"
+    );
+    assert!(history.iter().all(|w| !w.starts_with("r:early")));
+}
+
+#[tokio::test]
+async fn caught_up_comes_when_the_filter_skips_the_last_record() {
+    let gateway = Gateway::start(&[]).await;
+    log_messages(&gateway, "a", ["a0".to_owned(), "a1".to_owned()]).await;
+    log_messages(&gateway, "b", ["b0".to_owned()]).await;
+    let only_a = pb::TailRequest {
+        services: vec!["a".into()],
+        start: Some(Start::FromBeginning(true)),
+        ..Default::default()
+    };
+
+    let mut following = open_tail(&gateway, only_a.clone()).await;
+    assert_eq!(
+        events_until_caught_up(&mut following).await,
+        ["r:a0", "r:a1", "caught-up"]
+    );
+    log_messages(&gateway, "a", ["a2".to_owned()]).await;
+    assert_eq!(next_record(&mut following).await.message, "a2");
+
+    let history_only = pb::TailRequest {
+        history_only: true,
+        ..only_a
+    };
+    assert_eq!(
+        events(open_tail(&gateway, history_only).await).await,
+        ["r:a0", "r:a1", "r:a2", "caught-up"]
+    );
+}
+
+#[tokio::test]
+async fn caught_up_comes_when_the_filter_skips_the_last_line_of_a_packed_message() {
+    let gateway = Gateway::start(&["--amqp-batch-records", "10"]).await;
+    // One message of three lines: the last one is filtered out.
+    log_messages(&gateway, "s", ["keep0", "keep1", "drop"].map(str::to_owned)).await;
+    let keep = pb::TailRequest {
+        contains: "keep".into(),
+        start: Some(Start::FromBeginning(true)),
+        ..Default::default()
+    };
+    let mut following = open_tail(&gateway, keep.clone()).await;
+    assert_eq!(
+        events_until_caught_up(&mut following).await,
+        ["r:keep0", "r:keep1", "caught-up"]
+    );
+    assert_eq!(
+        events(
+            open_tail(
+                &gateway,
+                pb::TailRequest {
+                    history_only: true,
+                    ..keep
+                }
+            )
+            .await
+        )
+        .await,
+        ["r:keep0", "r:keep1", "caught-up"]
+    );
+}
+
+#[tokio::test]
+async fn a_following_tail_catches_up_when_the_last_message_is_not_a_record() {
+    let gateway = Gateway::start(&[]).await;
+    log_messages(&gateway, "svc", ["one".to_owned(), "two".to_owned()]).await;
+    loggate_testkit::publish_raw(&gateway.exchange, "svc.info", "text/plain", b"not a record")
+        .await;
+    let from_beginning = pb::TailRequest {
+        start: Some(Start::FromBeginning(true)),
+        ..Default::default()
+    };
+    let mut following = open_tail(&gateway, from_beginning.clone()).await;
+    assert_eq!(
+        events_until_caught_up(&mut following).await,
+        ["r:one", "r:two", "caught-up"]
+    );
+    // Past the foreign message, it follows live.
+    log_messages(&gateway, "svc", ["three".to_owned()]).await;
+    assert_eq!(next_record(&mut following).await.message, "three");
+
+    // With a filter that also skips every record before it.
+    let nobody = pb::TailRequest {
+        services: vec!["nobody".into()],
+        history_only: true,
+        ..from_beginning
+    };
+    loggate_testkit::publish_raw(&gateway.exchange, "svc.info", "text/plain", b"not a record")
+        .await;
+    assert_eq!(
+        events(open_tail(&gateway, nobody).await).await,
+        ["caught-up"]
+    );
+}
+
+#[tokio::test]
+async fn resume_tokens_in_packed_messages_continue_with_the_next_record() {
+    let gateway = Gateway::start(&["--amqp-batch-records", "5"]).await;
+    // Three messages of five lines each.
+    log_messages(&gateway, "s", (0..15).map(|i| format!("m{i}"))).await;
+    let got = drain(tail(&gateway, Start::FromBeginning(true), 15).await).await;
+    assert_eq!(got.len(), 15);
+    let tokens: Vec<ResumeToken> = got
+        .iter()
+        .map(|(_, token)| ResumeToken::decode(token).expect("a token the gateway issued"))
+        .collect();
+    // The layout the cases below rely on: m4 ends the first message, m5
+    // starts the next one, m7 is inside the second.
+    assert_eq!(tokens[4].index, 4);
+    assert_eq!((tokens[5].index, tokens[7].index), (0, 2));
+    assert!(tokens[5].offset > tokens[4].offset);
+    assert_eq!(tokens[7].offset, tokens[5].offset);
+
+    for (at, expected) in [
+        // The last line of a message: the next message's first record.
+        (4, words("m", 5..15)),
+        // A middle line: the rest of its message, then the next one.
+        (7, words("m", 8..15)),
+        // The last record of all: nothing more, no gap.
+        (14, Vec::new()),
+    ] {
+        let expected: Vec<String> = expected.into_iter().chain(["caught-up".into()]).collect();
+        assert_eq!(
+            events(open_tail(&gateway, resume(&got[at].1, true)).await).await,
+            expected,
+            "resuming after m{at}: no gap, no duplicate"
+        );
+    }
+
+    // The same when following: then what comes next, live.
+    let mut following = open_tail(&gateway, resume(&got[4].1, false)).await;
+    let mut expected = words("m", 5..15);
+    expected.push("caught-up".into());
+    assert_eq!(events_until_caught_up(&mut following).await, expected);
+    log_messages(&gateway, "s", ["m15".to_owned()]).await;
+    assert_eq!(next_record(&mut following).await.message, "m15");
+}
+
+/// RabbitMQ 3.10 starts every stream segment with a chunk of its own (a
+/// tracking snapshot) that takes an offset but is never delivered: the
+/// offsets a consumer sees skip one at each segment boundary. A resume token
+/// on the last record before such a boundary must not report a gap.
+#[tokio::test]
+async fn a_resume_token_on_the_last_record_of_a_segment_gets_no_gap() {
+    let gateway = Gateway::start(&["--history-segment-bytes", "4000"]).await;
+    for i in 0..30 {
+        // One call per record: one message, and one chunk, each.
+        log_messages(&gateway, "s", [format!("m{i}")]).await;
+    }
+    let got = drain(tail(&gateway, Start::FromBeginning(true), 30).await).await;
+    let offsets: Vec<i64> = got
+        .iter()
+        .map(|(_, token)| ResumeToken::decode(token).expect("issued").offset)
+        .collect();
+    let boundary = offsets
+        .windows(2)
+        .position(|pair| pair[1] > pair[0] + 1)
+        .expect("30 records span more than one 4000-byte segment, and offsets skip one there");
+    let mut expected = words("m", boundary + 1..30);
+    expected.push("caught-up".into());
+    assert_eq!(
+        events(open_tail(&gateway, resume(&got[boundary].1, true)).await).await,
+        expected,
+        "offsets {offsets:?}"
+    );
 }

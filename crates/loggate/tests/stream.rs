@@ -1,9 +1,17 @@
 //! LogStream (pipelined ingest) and packed publishing (--amqp-batch-records).
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
+use lapin::{
+    options::{QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+    Connection,
+};
 use loggate::proto::v1 as pb;
-use loggate_testkit::{next_record, record, Gateway, Probe, WAIT};
+use loggate_testkit::{
+    history, next_record, record, unique, Gateway, Names, Probe, Rabbitmqctl, AMQP_URL, SERVING,
+    WAIT,
+};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Code, Streaming};
@@ -145,51 +153,167 @@ async fn half_close_gets_every_answer_then_a_clean_end() {
 }
 
 #[tokio::test]
-async fn cancelling_mid_flight_never_acks_an_unconfirmed_record() {
-    let gateway = Gateway::start(&[]).await;
-    let mut probe = Probe::bind(&gateway.exchange, "#").await;
+async fn cancelling_mid_flight_loses_no_acked_record_and_leaks_no_room() {
+    // Windows small enough that the cancel catches requests in flight, and
+    // that room a cancelled request kept would be missed at once.
+    let gateway = Gateway::start(&[
+        "--max-inflight",
+        "500",
+        "--stream-inflight",
+        "500",
+        "--publish-timeout",
+        "5s",
+    ])
+    .await;
     let (tx, mut answers) = open(&gateway).await;
-    for seq in 0..200 {
+    for seq in 0..100 {
         tx.send(request(seq, "svc", 50)).await.expect("send");
     }
     let mut acked = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..10 {
         let answer = answer(&mut answers).await;
-        assert!(answer.error.is_none());
+        assert!(answer.error.is_none(), "{answer:?}");
         acked.extend(answer.ids);
     }
     drop(answers);
     drop(tx);
 
-    // Every acked id is in the broker: read until all are found.
-    let mut missing: HashSet<String> = acked.into_iter().collect();
-    while !missing.is_empty() {
-        let body = probe.next_json().await;
-        missing.remove(body["id"].as_str().expect("id"));
+    // Every record answered OK before the cancel is in the history, once.
+    let mut client = gateway.client().await;
+    let history = history(&mut client).await;
+    let mut seen = HashSet::new();
+    for record in &history {
+        assert!(seen.insert(record.id.as_str()), "{} twice", record.id);
+    }
+    assert!(
+        history.len() < 100 * 50,
+        "the cancel came too late to catch anything in flight"
+    );
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| !seen.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acked but not in the history: {missing:?}"
+    );
+
+    // The gateway serves on, with all of its room: one call may take the
+    // whole --max-inflight again (a leaked permit would make it wait for
+    // room until --publish-timeout, then UNAVAILABLE), and a new stream its
+    // whole --stream-inflight.
+    assert_eq!(gateway.health_status("").await, SERVING);
+    let records = (0..500)
+        .map(|i| record("svc", &format!("after/{i}")))
+        .collect();
+    let ids = client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("the whole --max-inflight is free again")
+        .into_inner()
+        .ids;
+    assert_eq!(ids.len(), 500);
+    let (tx, mut answers) = open(&gateway).await;
+    tx.send(request(1000, "svc", 500)).await.expect("send");
+    let answer = answer(&mut answers).await;
+    assert!(answer.error.is_none(), "{answer:?}");
+    assert_eq!(answer.ids.len(), 500);
+}
+
+/// RabbitMQ's eval expression that calls `sys:<call>` on the process
+/// writing `stream` (in the default vhost): on 3.10, a stream queue's pid is
+/// its osiris writer.
+fn stream_writer(stream: &str, call: &str) -> String {
+    format!(
+        "{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{stream}\">>)), \
+         sys:{call}(amqqueue:get_pid(Q))."
+    )
+}
+
+/// One stream queue's writer, suspended until `resume` (or drop): messages
+/// routed to that stream are neither stored nor confirmed meanwhile, while
+/// the other queues bound to the exchange get them at once. Nothing else on
+/// the broker is touched.
+struct SuspendedStream {
+    stream: Option<String>,
+}
+
+impl SuspendedStream {
+    async fn suspend(stream: &str) -> SuspendedStream {
+        let said = Rabbitmqctl::default()
+            .run(&["eval", &stream_writer(stream, "suspend")])
+            .await
+            .expect("the stream's writer is suspended");
+        assert_eq!(said.trim(), "ok");
+        SuspendedStream {
+            stream: Some(stream.to_owned()),
+        }
+    }
+
+    async fn resume(mut self) {
+        let stream = self.stream.take().expect("resumed once");
+        let said = Rabbitmqctl::default()
+            .run(&["eval", &stream_writer(&stream, "resume")])
+            .await
+            .expect("the stream's writer resumes");
+        assert_eq!(said.trim(), "ok");
+    }
+}
+
+impl Drop for SuspendedStream {
+    fn drop(&mut self) {
+        // A failing test must not leave the stream stuck (its deletion would hang).
+        if let Some(stream) = self.stream.take() {
+            let _ =
+                Rabbitmqctl::default().run_blocking(&["eval", &stream_writer(&stream, "resume")]);
+        }
     }
 }
 
 #[tokio::test]
-async fn a_stream_over_its_inflight_bound_still_gets_every_answer() {
-    // 30 requests of 10 records with room for 25 unanswered records: the
-    // gateway must stop reading and resume as answers go out.
-    let gateway = Gateway::start(&["--stream-inflight", "25"]).await;
+async fn a_stream_stops_reading_at_its_inflight_bound_until_records_are_confirmed() {
+    // Room for 25 unanswered records: five requests of five.
+    let gateway = Gateway::start(&["--stream-inflight", "25", "--publish-timeout", "60s"]).await;
+    // Sees what the gateway publishes even while the history holds it unconfirmed.
+    let mut probe = Probe::bind(&gateway.exchange, "#").await;
+    let suspended = SuspendedStream::suspend(&gateway.history_queue).await;
     let (tx, mut answers) = open(&gateway).await;
-    let sender = tokio::spawn(async move {
-        for seq in 0..30 {
-            tx.send(request(seq, "svc", 10)).await.expect("send");
-        }
-    });
+    // Far more than 25 records' worth, and far less than HTTP/2's windows
+    // hold: only the gateway's bound can keep them from being published.
+    for seq in 0..40 {
+        tx.send(request(seq, "svc", 5)).await.expect("send");
+    }
+    let mut published = probe_messages(&mut probe, 25).await;
+    // Nothing more is published, and nothing is answered, while nothing is
+    // confirmed. (This waits a second: a gateway slower than that to publish
+    // would pass wrongly, never fail wrongly.)
+    let more = tokio::time::timeout(Duration::from_secs(1), probe.next()).await;
+    assert!(
+        more.is_err(),
+        "published past the bound of 25 records while none was confirmed"
+    );
+    assert!(
+        tokio::time::timeout(Duration::ZERO, answers.next())
+            .await
+            .is_err(),
+        "answered before RabbitMQ confirmed"
+    );
+
+    suspended.resume().await;
     let mut answered = HashSet::new();
-    for _ in 0..30 {
+    for _ in 0..40 {
         let answer = answer(&mut answers).await;
         assert!(answer.error.is_none(), "{answer:?}");
+        assert_eq!(answer.ids.len(), 5);
         answered.insert(answer.seq);
     }
-    assert_eq!(answered.len(), 30);
-    sender.await.expect("sender done");
+    assert_eq!(answered, (0..40).collect());
+    published.extend(probe_messages(&mut probe, 175).await);
+    let sent: Vec<String> = (0..40)
+        .flat_map(|seq| (0..5).map(move |i| format!("{seq}/{i}")))
+        .collect();
+    assert_eq!(published, sent, "published once each, in the order sent");
 }
-
 #[tokio::test]
 async fn packed_messages_round_trip_through_tail() {
     let gateway = Gateway::start(&["--amqp-batch-records", "10"]).await;
@@ -275,4 +399,139 @@ async fn log_stream_refuses_a_request_over_max_batch_without_ending() {
         Code::InvalidArgument as i32
     );
     assert_eq!(accepted.ids.len(), 3);
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn log_stream_records_take_the_calls_traceparent() {
+    let gateway = Gateway::start(&[]).await;
+    let mut probe = Probe::bind(&gateway.exchange, "#").await;
+    let (tx, rx) = mpsc::channel(16);
+    let mut call = tonic::Request::new(ReceiverStream::new(rx));
+    call.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE}-{SPAN}-01").parse().expect("ascii"),
+    );
+    let mut answers = gateway
+        .client()
+        .await
+        .log_stream(call)
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let own_trace = "a".repeat(32);
+    tx.send(request(1, "svc", 1)).await.expect("send");
+    tx.send(pb::LogStreamRequest {
+        seq: 2,
+        records: vec![
+            pb::LogRecord {
+                trace_id: own_trace.clone(),
+                ..record("svc", "keeps its own")
+            },
+            record("svc", "a later request inherits too"),
+        ],
+    })
+    .await
+    .expect("send");
+    for _ in 0..2 {
+        let answer = answer(&mut answers).await;
+        assert!(answer.error.is_none(), "{answer:?}");
+    }
+
+    let first = probe.next_json().await;
+    assert_eq!(first["message"], "1/0");
+    assert_eq!(
+        (&first["trace_id"], &first["span_id"]),
+        (&TRACE.into(), &SPAN.into())
+    );
+    let own = probe.next_json().await;
+    assert_eq!(own["trace_id"], own_trace.as_str());
+    assert!(own.get("span_id").is_none(), "{own}");
+    let later = probe.next_json().await;
+    assert_eq!(
+        (&later["trace_id"], &later["span_id"]),
+        (&TRACE.into(), &SPAN.into())
+    );
+}
+
+/// A queue of the test's own, bound to `exchange` with `binding`, that
+/// refuses every message (`x-max-length` 0, `x-overflow` reject-publish), so
+/// that RabbitMQ nacks whatever is routed to it. Deleted when the guard drops.
+async fn refusing_queue(exchange: &str, binding: &str) -> Names {
+    let name = unique("refusing");
+    let connection = Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let names = Names {
+        exchanges: Vec::new(),
+        queues: vec![name.clone()],
+    };
+    channel
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
+        .await
+        .expect("declare the refusing queue");
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            exchange.into(),
+            binding.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the refusing queue");
+    let _ = connection.close(200, "declared".into()).await;
+    names
+}
+
+#[tokio::test]
+async fn a_nacked_publish_is_answered_unavailable_and_the_stream_goes_on() {
+    let gateway = Gateway::start(&[]).await;
+    // The history stream takes everything; this queue refuses "refused.*",
+    // and one queue refusing is enough for RabbitMQ to nack.
+    let _refusing = refusing_queue(&gateway.exchange, "refused.*").await;
+    let (tx, mut answers) = open(&gateway).await;
+    tx.send(request(1, "refused", 3)).await.expect("send");
+    tx.send(request(2, "fine", 2)).await.expect("send");
+    let mut by_seq = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let answer = answer(&mut answers).await;
+        by_seq.insert(answer.seq, answer);
+    }
+    let nacked = &by_seq[&1];
+    let error = nacked.error.as_ref().expect("seq 1 is not acked");
+    assert_eq!(error.code, Code::Unavailable as i32, "{error:?}");
+    assert!(nacked.ids.is_empty() && !nacked.spooled, "{nacked:?}");
+    assert!(by_seq[&2].error.is_none(), "{:?}", by_seq[&2]);
+    assert_eq!(by_seq[&2].ids.len(), 2);
+
+    // The unary calls answer the same.
+    let mut client = gateway.client().await;
+    let status = client
+        .log(pb::LogRequest {
+            record: Some(record("refused", "one")),
+        })
+        .await
+        .expect_err("nacked");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = client
+        .log_batch(pb::LogBatchRequest {
+            records: vec![record("fine", "ok"), record("refused", "no")],
+        })
+        .await
+        .expect_err("one nack fails the batch");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }

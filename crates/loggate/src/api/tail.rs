@@ -3,7 +3,7 @@
 //! records in stream order, each with the token that resumes right after it.
 //! Live tails share the gateway's hub; the others read on their own (`tail/`).
 
-use std::{sync::Arc, time::Duration};
+use std::{cmp::Ordering, sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
@@ -145,8 +145,13 @@ enum Start {
     Beginning,
     /// Records that arrived at this time or later.
     Since(OffsetDateTime),
-    /// Right after this record.
-    After(ResumeToken),
+    /// Right after this record. `reached` once the record's own message was
+    /// read: a consumer asked to start at it starts there if it still
+    /// exists, so going beyond it unread means retention removed it.
+    After {
+        token: ResumeToken,
+        reached: bool,
+    },
 }
 
 impl Start {
@@ -186,7 +191,10 @@ impl Start {
                         ),
                     ));
                 }
-                Start::After(token)
+                Start::After {
+                    token,
+                    reached: false,
+                }
             }
         })
     }
@@ -199,7 +207,7 @@ impl Start {
             Start::Since(at) => {
                 StreamStart::Timestamp(u64::try_from(at.unix_timestamp()).unwrap_or(0))
             }
-            Start::After(token) => StreamStart::Offset(token.offset),
+            Start::After { token, .. } => StreamStart::Offset(token.offset),
         }
     }
 }
@@ -357,12 +365,17 @@ impl Follower {
                 self.caught_up().await?;
             }
         }
-        if let Start::After(token) = &self.start {
-            if offset > token.offset {
-                if offset > token.offset + 1 {
-                    self.gap(offset - token.offset - 1).await?;
+        if let Start::After { token, reached } = &mut self.start {
+            match offset.cmp(&token.offset) {
+                Ordering::Less => {}
+                Ordering::Equal => *reached = true,
+                Ordering::Greater => {
+                    let gone = !*reached;
+                    self.start = Start::Live;
+                    if gone {
+                        self.gap().await?;
+                    }
                 }
-                self.start = Start::Live;
             }
         }
         Ok(())
@@ -418,20 +431,23 @@ impl Follower {
     /// client once when records it asked for are gone.
     async fn wanted(&mut self, entry: &Entry) -> Result<bool, Stop> {
         let (offset, index) = (entry.offset, entry.index);
-        let wanted = match &self.start {
-            Start::Live | Start::Beginning => true,
-            Start::Since(at) => entry.record.received_time >= *at,
-            Start::After(token) if offset < token.offset => false,
-            Start::After(token) if offset == token.offset => index > token.index,
-            Start::After(token) => {
-                // Offsets are consecutive, so a first message beyond the next
-                // one means the records between were removed by retention.
-                if offset > token.offset + 1 {
-                    self.gap(offset - token.offset - 1).await?;
+        let (wanted, gone) = match &mut self.start {
+            Start::Live | Start::Beginning => (true, false),
+            Start::Since(at) => (entry.record.received_time >= *at, false),
+            // Offsets alone cannot tell a gap: RabbitMQ 3.10 uses one up at
+            // every segment start without delivering it.
+            Start::After { token, reached } => match offset.cmp(&token.offset) {
+                Ordering::Less => (false, false),
+                Ordering::Equal => {
+                    *reached = true;
+                    (index > token.index, false)
                 }
-                true
-            }
+                Ordering::Greater => (true, !*reached),
+            },
         };
+        if gone {
+            self.gap().await?;
+        }
         if wanted {
             // Past the start: from here on everything counts (even a record
             // stamped a little earlier by another gateway's clock).
@@ -440,12 +456,11 @@ impl Follower {
         Ok(wanted)
     }
 
-    /// Tells the client that `messages` after its resume point are gone.
-    async fn gap(&self, messages: i64) -> Result<(), Stop> {
-        let reason = format!(
-            "records after the resume point are gone (older than the history's retention); \
-             continuing at the oldest retained record, {messages} messages later"
-        );
+    /// Tells the client that records after its resume point are gone.
+    async fn gap(&self) -> Result<(), Stop> {
+        let reason = "records after the resume point are gone (older than the history's \
+                      retention); continuing at the oldest retained record"
+            .to_owned();
         self.send(TailFrame::gap(pb::Gap { reason })).await
     }
 

@@ -223,7 +223,7 @@ mod tests {
         };
         for (frame, event) in [
             (TailFrame::caught_up(), Event::CaughtUp(pb::CaughtUp {})),
-            (TailFrame::heartbeat(beat.clone()), Event::Heartbeat(beat)),
+            (TailFrame::heartbeat(beat), Event::Heartbeat(beat)),
             (
                 TailFrame::gap(pb::Gap { reason: "r".into() }),
                 Event::Gap(pb::Gap { reason: "r".into() }),

@@ -35,11 +35,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(dispatch(cli.command)) {
-        Ok(code) => code,
+    let status = match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) if code == ExitCode::SUCCESS => 0,
+        Ok(_) => 1,
         Err(error) => {
             eprintln!("loggate: {error:#}");
-            ExitCode::FAILURE
+            exit_status(&error)
         }
     };
     // Leave without dropping the runtime. lapin's I/O threads (of connections
@@ -47,7 +48,16 @@ fn main() -> ExitCode {
     // cancelling those makes them panic noisily after our last word. Every
     // connection is closed and every output written by now.
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
+    std::process::exit(status)
+}
+
+/// 2 when the command line cannot work as written, as for the usage errors
+/// clap reports before anything runs; 1 for a failure while running.
+fn exit_status(error: &anyhow::Error) -> i32 {
+    match error.downcast_ref::<loggate::cli::Error>() {
+        Some(error) if error.is_usage() => 2,
+        _ => 1,
+    }
 }
 
 /// `threads` = 1: a current-thread runtime (fewest thread hand-offs per call,

@@ -37,8 +37,28 @@ pub enum Error {
     },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// A file a flag names could not be read: the command line was fine.
+    #[error("{flag} {}: {source}", path.display())]
+    File {
+        flag: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The system could not supply something the command needs (randomness).
+    #[error("{0}")]
+    System(String),
+    /// A command line that cannot work as written, found after clap parsed it.
     #[error("{0}")]
     Usage(String),
+}
+
+impl Error {
+    /// Whether the command line is at fault (exit status 2, like clap's own
+    /// usage errors) rather than something that happened while running (1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Usage(_) | Error::BadServer { .. })
+    }
 }
 
 /// A LogGateway client that sends the `--token` with every call.
@@ -122,8 +142,12 @@ pub async fn connect(server: &ServerArg) -> Result<Client, Error> {
 
 /// The client's TLS: the given CA or the system's roots, and its identity.
 fn client_tls(server: &ServerArg) -> Result<ClientTlsConfig, Error> {
-    let read = |flag: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())))
+    let read = |flag: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| Error::File {
+            flag,
+            path: path.to_owned(),
+            source,
+        })
     };
     let mut tls = ClientTlsConfig::new();
     tls = match &server.tls_ca {

@@ -207,7 +207,11 @@ fn retryable(error: &Error) -> bool {
             status.code(),
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::Internal
         ),
-        Error::BadServer { .. } | Error::Output(_) | Error::Usage(_) => false,
+        Error::BadServer { .. }
+        | Error::Output(_)
+        | Error::File { .. }
+        | Error::System(_)
+        | Error::Usage(_) => false,
     }
 }
 

@@ -15,7 +15,7 @@ pub fn new(args: &TokenNewArgs) -> Result<ExitCode, Error> {
     check_principal_name(&args.name).map_err(|e| Error::Usage(format!("--name: {e}")))?;
     let log = Scope::parse(&args.log).map_err(|e| Error::Usage(format!("--log {e}")))?;
     let tail = Scope::parse(&args.tail).map_err(|e| Error::Usage(format!("--tail {e}")))?;
-    let token = new_token().map_err(|e| Error::Usage(format!("no random source: {e}")))?;
+    let token = new_token().map_err(|e| Error::System(format!("no random source: {e}")))?;
     let block = principal_block(&args.name, &TokenHash::of(&token), &log, &tail);
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -33,6 +33,6 @@ pub use process::{
 };
 pub use rabbitmq::{
     close_connections, connections_named, consumers_of_connection, rabbitmqctl, AmqpConnection,
-    Rabbitmqctl, RabbitmqctlError, Vhost, AMQP_URL,
+    Rabbitmqctl, RabbitmqctlError, SuspendedStream, Vhost, AMQP_URL,
 };
 pub use wait::{eventually, eventually_async, WAIT};

@@ -396,3 +396,55 @@ mod tests {
         );
     }
 }
+
+/// RabbitMQ's eval expression that calls `sys:<call>` on the process
+/// writing `stream` (in the default vhost): on 3.10, a stream queue's pid is
+/// its osiris writer.
+fn stream_writer(stream: &str, call: &str) -> String {
+    format!(
+        "{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{stream}\">>)), \
+         sys:{call}(amqqueue:get_pid(Q))."
+    )
+}
+
+/// One stream queue's writer, suspended until `resume` (or drop): messages
+/// routed to that stream are neither stored nor confirmed meanwhile, while
+/// the other queues bound to the exchange get them at once. Nothing else on
+/// the broker is touched.
+pub struct SuspendedStream {
+    stream: Option<String>,
+}
+
+impl SuspendedStream {
+    /// Suspends the writer of `stream` (a stream queue in the default vhost).
+    pub async fn suspend(stream: &str) -> SuspendedStream {
+        let said = Rabbitmqctl::default()
+            .run(&["eval", &stream_writer(stream, "suspend")])
+            .await
+            .expect("the stream's writer is suspended");
+        assert_eq!(said.trim(), "ok");
+        SuspendedStream {
+            stream: Some(stream.to_owned()),
+        }
+    }
+
+    /// Lets the writer go on: what it held is stored and confirmed.
+    pub async fn resume(mut self) {
+        let stream = self.stream.take().expect("resumed once");
+        let said = Rabbitmqctl::default()
+            .run(&["eval", &stream_writer(&stream, "resume")])
+            .await
+            .expect("the stream's writer resumes");
+        assert_eq!(said.trim(), "ok");
+    }
+}
+
+impl Drop for SuspendedStream {
+    fn drop(&mut self) {
+        // A failing test must not leave the stream stuck (its deletion would hang).
+        if let Some(stream) = self.stream.take() {
+            let _ =
+                Rabbitmqctl::default().run_blocking(&["eval", &stream_writer(&stream, "resume")]);
+        }
+    }
+}

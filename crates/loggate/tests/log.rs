@@ -2,7 +2,7 @@
 
 use lapin::types::{AMQPValue, LongString};
 use loggate::proto::v1 as pb;
-use loggate_testkit::{record, Gateway, Probe, AMQP_URL};
+use loggate_testkit::{record, Gateway, Probe, SuspendedStream, AMQP_URL, WAIT};
 use tonic::{Code, Request};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -407,4 +407,42 @@ async fn traceparent_metadata_fills_a_missing_trace_id() {
     let kept = probe.next_json().await;
     assert_eq!(kept["trace_id"], own_trace.as_str());
     assert!(kept.get("span_id").is_none());
+}
+
+#[tokio::test]
+async fn a_publish_without_a_confirm_in_time_is_unavailable_and_frees_its_room() {
+    // Room for one record: a call whose confirm never came must give its
+    // room back, or the next call would wait for it.
+    let gateway = Gateway::start(&["--publish-timeout", "1s", "--max-inflight", "1"]).await;
+    let mut client = gateway.client().await;
+    let held = SuspendedStream::suspend(&gateway.history_queue).await;
+    let refused = tokio::time::timeout(
+        WAIT,
+        client.log(pb::LogRequest {
+            record: Some(record("svc", "unconfirmed")),
+        }),
+    )
+    .await
+    .expect("answered, not left waiting for ever")
+    .expect_err("no confirm while the history stream's writer is held");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("--publish-timeout"),
+        "names the limit: {}",
+        refused.message()
+    );
+    // Only to catch a call that waits for ever.
+    assert!(
+        started.elapsed() < WAIT,
+        "answered after {:?}",
+        started.elapsed()
+    );
+    held.resume().await;
+    let accepted = client
+        .log(pb::LogRequest {
+            record: Some(record("svc", "confirmed")),
+        })
+        .await
+        .expect("confirmed once the stream takes records again");
+    assert!(!accepted.into_inner().spooled);
 }

@@ -9,8 +9,8 @@ use lapin::{
 };
 use loggate::proto::v1 as pb;
 use loggate_testkit::{
-    history, next_record, record, unique, Gateway, Names, Probe, Rabbitmqctl, AMQP_URL, SERVING,
-    WAIT,
+    history, next_record, record, unique, Gateway, Names, Probe, SuspendedStream, AMQP_URL,
+    SERVING, WAIT,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -218,56 +218,6 @@ async fn cancelling_mid_flight_loses_no_acked_record_and_leaks_no_room() {
     let answer = answer(&mut answers).await;
     assert!(answer.error.is_none(), "{answer:?}");
     assert_eq!(answer.ids.len(), 500);
-}
-
-/// RabbitMQ's eval expression that calls `sys:<call>` on the process
-/// writing `stream` (in the default vhost): on 3.10, a stream queue's pid is
-/// its osiris writer.
-fn stream_writer(stream: &str, call: &str) -> String {
-    format!(
-        "{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"{stream}\">>)), \
-         sys:{call}(amqqueue:get_pid(Q))."
-    )
-}
-
-/// One stream queue's writer, suspended until `resume` (or drop): messages
-/// routed to that stream are neither stored nor confirmed meanwhile, while
-/// the other queues bound to the exchange get them at once. Nothing else on
-/// the broker is touched.
-struct SuspendedStream {
-    stream: Option<String>,
-}
-
-impl SuspendedStream {
-    async fn suspend(stream: &str) -> SuspendedStream {
-        let said = Rabbitmqctl::default()
-            .run(&["eval", &stream_writer(stream, "suspend")])
-            .await
-            .expect("the stream's writer is suspended");
-        assert_eq!(said.trim(), "ok");
-        SuspendedStream {
-            stream: Some(stream.to_owned()),
-        }
-    }
-
-    async fn resume(mut self) {
-        let stream = self.stream.take().expect("resumed once");
-        let said = Rabbitmqctl::default()
-            .run(&["eval", &stream_writer(&stream, "resume")])
-            .await
-            .expect("the stream's writer resumes");
-        assert_eq!(said.trim(), "ok");
-    }
-}
-
-impl Drop for SuspendedStream {
-    fn drop(&mut self) {
-        // A failing test must not leave the stream stuck (its deletion would hang).
-        if let Some(stream) = self.stream.take() {
-            let _ =
-                Rabbitmqctl::default().run_blocking(&["eval", &stream_writer(&stream, "resume")]);
-        }
-    }
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ pub enum Error {
     #[error("RabbitMQ refused the record (basic.nack)")]
     Nacked,
     /// No confirm arrived within `--publish-timeout`.
-    #[error("RabbitMQ did not confirm within {}", humantime::format_duration(*.0))]
+    #[error("RabbitMQ did not confirm within {} (--publish-timeout)", humantime::format_duration(*.0))]
     ConfirmTimeout(Duration),
     /// More than `--max-inflight` records awaited confirms for the whole
     /// `--publish-timeout`: the broker is not keeping up.

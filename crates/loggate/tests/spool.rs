@@ -8,7 +8,7 @@
 //! then let into; the set-up is shared, the scenarios are not.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -17,10 +17,11 @@ use std::{
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
     close_connections, eventually_async, fresh_names, history, record, serve_process, unique,
-    Gateway, Vhost, NOT_SERVING, SERVING, WAIT,
+    Gateway, Probe, Vhost, AMQP_URL, NOT_SERVING, SERVING, WAIT,
 };
+use tokio::process::Child;
 use tokio_stream::StreamExt;
-use tonic::{transport::Channel, Code};
+use tonic::{transport::Channel, Code, Status};
 
 /// A spool directory deleted when the test ends.
 struct SpoolDir(PathBuf);
@@ -82,6 +83,63 @@ async fn wait_for_health(gateway: &Gateway, status: i32) {
         gateway.health_status("").await == status
     })
     .await;
+}
+
+/// Asserts that `status` is what a client's own transport reports when the
+/// gateway process dies under a call, and not an answer from the gateway.
+/// tonic makes it from the connection's failure, which it keeps as the
+/// status's source: UNKNOWN ("transport error" for a reset or broken pipe,
+/// "h2 protocol error" for a response body cut off), UNAVAILABLE (the
+/// reconnect is refused), or CANCELLED (the connection closed before the
+/// response). A status the gateway sent comes from trailers and has no
+/// source: any of those (RESOURCE_EXHAUSTED, UNAVAILABLE "shutting down", …)
+/// fails here.
+fn assert_the_gateway_died_under_the_call(status: &Status) {
+    assert!(
+        matches!(
+            status.code(),
+            Code::Unknown | Code::Unavailable | Code::Cancelled
+        ),
+        "not a dead connection's code: {status:?}"
+    );
+    assert!(
+        std::error::Error::source(status).is_some(),
+        "the gateway answered this, the transport did not fail: {status:?}"
+    );
+}
+
+/// Sends SIGTERM to a gateway process and waits for its clean exit.
+async fn terminate(mut child: Child) {
+    let pid = child.id().expect("running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits in time")
+        .expect("status");
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}");
+}
+
+/// Every file in `dir` (the spool's segments, cursor, rejected file…) that
+/// holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            std::fs::read(path).is_ok_and(|bytes| {
+                bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes())
+            })
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -333,7 +391,10 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
                         assert!(response.spooled);
                         acked.lock().expect("lock").extend(response.ids);
                     }
-                    Err(_) => return,
+                    Err(status) => {
+                        assert_the_gateway_died_under_the_call(&status);
+                        return;
+                    }
                 }
             }
         });
@@ -345,7 +406,7 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
     first.start_kill().expect("kill -9");
     first.wait().await.expect("reaped");
     while let Some(joined) = load.join_next().await {
-        joined.expect("a client saw only spooled OKs, then the gateway's death");
+        joined.expect("a client saw only spooled OKs, then the transport failing");
     }
     let acked = acked.lock().expect("lock").clone();
 
@@ -370,6 +431,252 @@ async fn every_spooled_record_survives_a_sigkill_of_the_gateway_mid_load() {
         found.len()
     );
     assert_eq!(missing, 0, "every acknowledged record reached RabbitMQ");
+}
+
+/// How many records a SIGKILL of a draining gateway may have published
+/// twice. The drainer (`spool/drain.rs`) publishes one chunk at a time, each
+/// confirmed before the next, and moves its cursor only past a confirmed
+/// chunk (the cursor file is replaced whole): a kill repeats at most the
+/// chunk in flight, all of it when the kill lands between its confirms and
+/// the cursor's move (seen here). A chunk ends at `CHUNK_RECORDS` (1,000)
+/// records or `CHUNK_BYTES` (1 MiB), whichever comes first; these records
+/// take about 210 bytes each on disk, so by bytes a chunk would hold ~5,000
+/// of them and the record count bounds it. No margin above one whole chunk:
+/// a second chunk repeated would be a second chunk in flight, which the
+/// drainer must not have. (If either constant changes, this changes too.)
+const ONE_DRAIN_CHUNK: usize = 1_000;
+
+/// A probe that sees every record the gateway will publish to `exchange` in
+/// the vhost at `url`: it declares the exchange first, as the gateway does
+/// (a durable topic exchange), and binds to it before the gateway starts.
+async fn probe_from_the_start(url: &str, exchange: &str) -> Probe {
+    let connection = lapin::Connection::connect(url, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("the gateway's exchange, declared as it declares it");
+    let _ = connection.close(200, "declared".into()).await;
+    Probe::bind_at(url, exchange, "#").await
+}
+
+/// The id of the next record routed to `probe`.
+async fn next_id(probe: &mut Probe) -> String {
+    probe.next_json().await["id"]
+        .as_str()
+        .expect("a record id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_sigkill_while_the_spool_drains_loses_nothing_and_repeats_at_most_a_chunk() {
+    /// Records spooled, in calls of the default --max-batch.
+    const RECORDS: usize = 20_000;
+    const BATCH: usize = 1_000;
+    /// The second gateway is killed once RabbitMQ holds this many: a few
+    /// chunks in, far from the end.
+    const KILL_AT: usize = 3 * ONE_DRAIN_CHUNK;
+
+    let vhost = Vhost::create();
+    vhost.revoke();
+    let spool = SpoolDir::new();
+    let (exchange, history_queue) = (unique("x"), unique("history"));
+    let url = vhost.url();
+    let args = [
+        "--amqp-url",
+        url.as_str(),
+        "--exchange",
+        exchange.as_str(),
+        "--history-queue",
+        history_queue.as_str(),
+        "--spool-dir",
+        spool.path(),
+        "--broker-wait",
+        "200ms",
+    ];
+
+    // RabbitMQ is out of reach: every record is spooled, and a clean stop keeps them.
+    let (first, grpc) = serve_process(&args).await;
+    let mut client = LogGatewayClient::connect(grpc).await.expect("connect");
+    let mut acked = Vec::with_capacity(RECORDS);
+    for call in 0..RECORDS / BATCH {
+        let records = (0..BATCH)
+            .map(|i| record("drained", &format!("{call}.{i}")))
+            .collect();
+        let response = client
+            .log_batch(pb::LogBatchRequest { records })
+            .await
+            .expect("accepted into the spool")
+            .into_inner();
+        assert!(response.spooled, "RabbitMQ is out of reach");
+        acked.extend(response.ids);
+    }
+    drop(client);
+    terminate(first).await;
+    assert!(spool.segments() >= 1, "the spool is kept");
+
+    // Let in, a second gateway drains the spool: SIGKILL it midway.
+    vhost.grant();
+    let mut probe = probe_from_the_start(&url, &exchange).await;
+    let (mut second, _) = serve_process(&args).await;
+    let mut seen = HashSet::new();
+    while seen.len() < KILL_AT {
+        seen.insert(next_id(&mut probe).await);
+    }
+    second.start_kill().expect("kill -9");
+    second.wait().await.expect("reaped");
+    // Whatever RabbitMQ took before the kill reaches the probe by now.
+    while let Ok(id) = tokio::time::timeout(Duration::from_secs(1), next_id(&mut probe)).await {
+        seen.insert(id);
+    }
+    let before_the_kill = seen.len();
+    assert!(
+        before_the_kill < RECORDS,
+        "the drain finished before the kill: nothing was tested"
+    );
+
+    // A third gateway on the same spool drains the rest.
+    let (third, grpc) = serve_process(&args).await;
+    let mut missing: HashSet<&str> = acked
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !seen.contains(*id))
+        .collect();
+    // Until the probe saw them all, or saw nothing for a while (the history
+    // then tells what is missing).
+    while !missing.is_empty() {
+        match tokio::time::timeout(WAIT / 2, next_id(&mut probe)).await {
+            Ok(id) => missing.remove(id.as_str()),
+            Err(_) => break,
+        };
+    }
+    let mut client = LogGatewayClient::connect(grpc).await.expect("connect");
+    let found = history_with_all_of(&mut client, &acked).await;
+    drop(client);
+    terminate(third).await;
+
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for id in &found {
+        *copies.entry(id.as_str()).or_default() += 1;
+    }
+    let acked_set: HashSet<&str> = acked.iter().map(String::as_str).collect();
+    let lost = acked_set
+        .iter()
+        .filter(|id| !copies.contains_key(*id))
+        .count();
+    let strangers = copies.keys().filter(|id| !acked_set.contains(*id)).count();
+    let repeated = found.len() - copies.len();
+    eprintln!(
+        "{before_the_kill} of {RECORDS} in RabbitMQ at the kill; {} in the history, {repeated} of them repeats",
+        found.len()
+    );
+    assert_eq!(lost, 0, "every acknowledged record is in the history");
+    assert_eq!(strangers, 0, "nothing but acknowledged records is");
+    assert!(
+        copies.values().all(|&n| n <= 2),
+        "a record is published at most twice"
+    );
+    assert!(
+        repeated <= ONE_DRAIN_CHUNK,
+        "{repeated} records published twice: more than the one chunk in flight at the kill"
+    );
+}
+
+#[tokio::test]
+async fn an_unroutable_record_is_refused_and_never_spooled() {
+    let spool = SpoolDir::new();
+    let gateway = Gateway::start(&["--spool-dir", spool.path()]).await;
+    // Remove the only binding: the exchange now routes nowhere, and
+    // RabbitMQ returns every record (FAILED_PRECONDITION).
+    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_unbind(
+            gateway.history_queue.as_str().into(),
+            gateway.exchange.as_str().into(),
+            "#".into(),
+            Default::default(),
+        )
+        .await
+        .expect("unbind");
+
+    let marker = unique("unroutable");
+    let mut client = gateway.client().await;
+    let status = client
+        .log(pb::LogRequest {
+            record: Some(record("void", &marker)),
+        })
+        .await
+        .expect_err("unroutable");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let status = client
+        .log_batch(pb::LogBatchRequest {
+            records: (0..3).map(|_| record("void", &marker)).collect(),
+        })
+        .await
+        .expect_err("unroutable");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let request = pb::LogStreamRequest {
+        seq: 0,
+        records: vec![record("void", &marker)],
+    };
+    let answer = client
+        .log_stream(tokio_stream::once(request))
+        .await
+        .expect("stream")
+        .into_inner()
+        .next()
+        .await
+        .expect("an answer")
+        .expect("ok");
+    let error = answer.error.expect("refused");
+    assert_eq!(error.code, Code::FailedPrecondition as i32, "{error:?}");
+    assert!(!answer.spooled);
+    assert_eq!(
+        files_holding(&spool.0, &marker),
+        Vec::<PathBuf>::new(),
+        "nothing of a refused record is in the spool"
+    );
+
+    // Nothing waits in the spool: with the binding back, a record goes
+    // straight to RabbitMQ rather than behind spooled ones.
+    channel
+        .queue_bind(
+            gateway.history_queue.as_str().into(),
+            gateway.exchange.as_str().into(),
+            "#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bind again");
+    let _ = connection.close(200, "done".into()).await;
+    let response = client
+        .log(pb::LogRequest {
+            record: Some(record("void", "routed")),
+        })
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert!(!response.spooled, "the spool holds nothing to go first");
+    gateway.stop().await.expect("clean stop");
+    assert_eq!(
+        files_holding(&spool.0, &marker),
+        Vec::<PathBuf>::new(),
+        "nor after the stop syncs the spool"
+    );
 }
 
 #[tokio::test]

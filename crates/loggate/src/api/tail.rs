@@ -69,7 +69,7 @@ pub(super) async fn tail(
     let filter = Arc::new(Filter::from_request(&request)?.within(scope));
     let queue = gateway.source.queue().to_owned();
     let start = Start::from_request(&request, &queue, OffsetDateTime::now_utc())?;
-    let (feed, catch_up) = match start.position() {
+    let (feed, catch_up, nothing_behind) = match start.position() {
         StreamStart::Next if request.history_only => {
             return Err(Invalid::new(
                 "history_only",
@@ -80,6 +80,7 @@ pub(super) async fn tail(
         StreamStart::Next => (
             Feed::live(&gateway.hub, Arc::clone(&filter), gateway.tails.resume_wait).await?,
             CatchUp::Live,
+            NOTHING_BEHIND,
         ),
         position => {
             // No one principal may hold more than a tenth of the channels.
@@ -105,14 +106,14 @@ pub(super) async fn tail(
             let head = gateway.source.head().await?;
             let feed =
                 Feed::own(&gateway.hub, position, gateway.tails.resume_wait, channel).await?;
-            let catch_up = match head {
-                Some(head) => CatchUp::Behind {
-                    head,
+            let catch_up = match head.offset {
+                Some(offset) => CatchUp::Behind {
+                    head: offset,
                     seen_any: false,
                 },
                 None => CatchUp::Due,
             };
-            (feed, catch_up)
+            (feed, catch_up, nothing_behind(head.latency))
         }
     };
     let (tx, rx) = mpsc::channel(gateway.tails.buffer.get());
@@ -122,6 +123,7 @@ pub(super) async fn tail(
         queue,
         limit: (request.limit > 0).then_some(u64::from(request.limit)),
         catch_up,
+        nothing_behind,
         history_only: request.history_only,
         heartbeat: gateway.tails.heartbeat,
         tx,
@@ -223,6 +225,9 @@ struct Follower {
     /// Matching records still to send, if limited.
     limit: Option<u64>,
     catch_up: CatchUp,
+    /// How long a history consumer may receive nothing before it is taken
+    /// to have started beyond the head.
+    nothing_behind: Duration,
     /// End once caught up.
     history_only: bool,
     heartbeat: Duration,
@@ -261,7 +266,16 @@ enum CatchUp {
 
 /// A history consumer that has received nothing for this long started beyond
 /// the head (e.g. a start time after the last record): it is caught up.
+/// RabbitMQ 3.10 gives no way over AMQP to know it at once (no committed
+/// offset), so the wait grows with how slowly the broker delivered the head.
 const NOTHING_BEHIND: Duration = Duration::from_secs(1);
+const NOTHING_BEHIND_MAX: Duration = Duration::from_secs(10);
+
+/// The quiet that means "nothing behind", for a broker that took `latency`
+/// to deliver the head: four times that, within bounds.
+fn nothing_behind(latency: Duration) -> Duration {
+    (latency * 4).clamp(NOTHING_BEHIND, NOTHING_BEHIND_MAX)
+}
 
 /// Why a follower stops.
 enum Stop {
@@ -279,7 +293,7 @@ impl Follower {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let nothing_behind = tokio::time::sleep(NOTHING_BEHIND);
+        let nothing_behind = tokio::time::sleep(self.nothing_behind);
         tokio::pin!(nothing_behind);
         let stop = loop {
             if self.catch_up == CatchUp::Due {
@@ -485,5 +499,18 @@ async fn reloaded(reloads: &mut Option<watch::Receiver<u64>>) {
     };
     if !changed {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nothing_behind_wait_grows_with_the_brokers_delay_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(nothing_behind(ms(5)), NOTHING_BEHIND);
+        assert_eq!(nothing_behind(ms(600)), ms(2_400));
+        assert_eq!(nothing_behind(ms(9_000)), NOTHING_BEHIND_MAX);
     }
 }

@@ -16,5 +16,5 @@ pub use endpoint::{redact_url, Brokers, Endpoint};
 pub use error::Error;
 pub use link::FirstConnect;
 pub use publisher::{Confirms, PinnedChannel, Publisher, PublisherSettings, Reservation};
-pub use stream_reader::{StreamMessage, StreamReader, StreamSource, StreamStart};
+pub use stream_reader::{Head, StreamMessage, StreamReader, StreamSource, StreamStart};
 pub use topology::{Retention, Topology};

@@ -8,7 +8,10 @@ use std::{num::NonZeroU16, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
+        QueueDeclareOptions,
+    },
     types::{AMQPValue, FieldTable, LongString, ShortString},
     Channel, Connection,
 };
@@ -228,29 +231,42 @@ impl StreamSource {
         }
     }
 
-    /// The offset of the newest message in the stream, or `None` if it is
-    /// empty. AMQP 0-9-1 has no call for it, so this reads the last chunk
+    /// Where the stream ends now: the offset of the newest message (`None`
+    /// if it is empty), and how long the broker took to deliver from it.
+    /// AMQP 0-9-1 has no call for it, so this reads the last chunk
     /// (`x-stream-offset` = last): its messages arrive in one burst, and the
     /// stream going quiet, or a time bound on a busy stream, ends the read.
     /// An empty stream delivers nothing: after `HEAD_FIRST_WAIT` it is taken
-    /// as empty (the queue's message count cannot tell: on 3.10 it counts
-    /// committed chunks and was seen to read 0 on a stream with records).
-    pub async fn head(&self) -> Result<Option<i64>, Error> {
+    /// as empty, unless the queue's message count says it holds messages,
+    /// when a loaded broker gets up to `HEAD_FIRST_WAIT_HOLDING` (the count
+    /// cannot prove a stream empty: on 3.10 it counts committed chunks and
+    /// was seen to read 0 on a stream with records).
+    pub async fn head(&self) -> Result<Head, Error> {
         let mut reader = self.open(StreamStart::Last).await?;
         let started = tokio::time::Instant::now();
+        let mut first_wait = HEAD_FIRST_WAIT;
         let mut head = None;
+        let mut latency = None;
         let outcome = loop {
             // A loaded broker may take a while for the first delivery; after
             // it, the rest of the chunk follows at once.
             let wait = match head {
-                None => started + HEAD_FIRST_WAIT,
+                None => started + first_wait,
                 Some(_) => {
                     (tokio::time::Instant::now() + HEAD_QUIET).min(started + HEAD_READ_LIMIT)
                 }
             };
             match tokio::time::timeout_at(wait, reader.next()).await {
+                Err(_) if head.is_none() && first_wait < HEAD_FIRST_WAIT_HOLDING => {
+                    match reader.holds_messages(&self.queue).await {
+                        Ok(true) => first_wait = HEAD_FIRST_WAIT_HOLDING,
+                        Ok(false) => break Ok(None),
+                        Err(error) => break Err(error),
+                    }
+                }
                 Err(_) => break Ok(head),
                 Ok(Ok(Some(message))) => {
+                    latency.get_or_insert_with(|| started.elapsed());
                     head = head.max(message.offset);
                     if let Err(error) = reader.ack(&message).await {
                         break Err(error);
@@ -261,7 +277,10 @@ impl StreamSource {
             }
         };
         reader.close().await;
-        outcome
+        Ok(Head {
+            offset: outcome?,
+            latency: latency.unwrap_or_else(|| started.elapsed()),
+        })
     }
 
     /// `true` while connected; changes when the connection drops or recovers.
@@ -281,8 +300,22 @@ const HEAD_QUIET: Duration = Duration::from_millis(150);
 /// On a busy stream new messages keep coming: the head is then the newest
 /// message read within this time.
 const HEAD_READ_LIMIT: Duration = Duration::from_secs(3);
-/// How long a non-empty stream may take to deliver its last chunk's first message.
+/// How long a stream may take to deliver its last chunk's first message
+/// before it is taken as empty.
 const HEAD_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// The same for a stream whose message count says it holds messages.
+const HEAD_FIRST_WAIT_HOLDING: Duration = Duration::from_secs(10);
+
+/// Where a stream ends, as [`StreamSource::head`] found it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    /// The newest message's offset; `None`: the stream is empty.
+    pub offset: Option<i64>,
+    /// How long the broker took to deliver the first message of the last
+    /// chunk (or the whole wait, if none came): a measure of its load that
+    /// a tail's own waits can scale with.
+    pub latency: Duration,
+}
 
 /// One message read from the stream.
 #[derive(Debug)]
@@ -321,6 +354,23 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
+    /// Whether `queue`'s message count (a passive declare on this reader's
+    /// channel) says it holds messages.
+    async fn holds_messages(&self, queue: &ShortString) -> Result<bool, Error> {
+        let declared = self
+            .channel
+            .queue_declare(
+                queue.clone(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(declared.message_count() > 0)
+    }
+
     /// The next message; `Ok(None)` when the broker cancelled the consumer.
     pub async fn next(&mut self) -> Result<Option<StreamMessage>, Error> {
         match self.consumer.next().await {

@@ -394,7 +394,17 @@ fn numbered(prefix: &str, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn tails_resume_where_they_were_when_the_tail_connection_is_lost() {
-    let gateway = Gateway::start(&[]).await;
+    tails_resume_after_losing_the_tail_connection(&[]).await;
+}
+
+#[tokio::test]
+async fn packed_tails_resume_where_they_were_when_the_tail_connection_is_lost() {
+    // Batches of five in messages of four: positions inside messages too.
+    tails_resume_after_losing_the_tail_connection(&["--amqp-batch-records", "4"]).await;
+}
+
+async fn tails_resume_after_losing_the_tail_connection(args: &[&str]) {
+    let gateway = Gateway::start(args).await;
     let mut client = gateway.client().await;
     let before = numbered("before", 3);
     log_all(&mut client, &before).await;

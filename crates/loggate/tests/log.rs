@@ -440,3 +440,40 @@ async fn a_publish_without_a_confirm_in_time_is_unavailable_and_frees_its_room()
         .expect("confirmed once the stream takes records again");
     assert!(!accepted.into_inner().spooled);
 }
+
+#[tokio::test]
+async fn a_call_waits_for_room_under_max_inflight_then_is_unavailable() {
+    let timeout = std::time::Duration::from_secs(1);
+    let gateway = Gateway::start(&["--publish-timeout", "1s", "--max-inflight", "1"]).await;
+    let mut client = gateway.client().await;
+    let held = SuspendedStream::suspend(&gateway.history_queue).await;
+    // The first call takes the only room and waits for its confirm; the
+    // second waits for room rather than being refused, and is answered
+    // UNAVAILABLE once its --publish-timeout is spent (the room the first
+    // call gives back at its timeout is not confirmed either).
+    let log = |message: &str| pb::LogRequest {
+        record: Some(record("svc", message)),
+    };
+    let (mut first, mut second) = (client.clone(), client.clone());
+    let (first, (second, waited)) = tokio::join!(
+        tokio::time::timeout(WAIT, first.log(log("holds the room"))),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let sent = std::time::Instant::now();
+            let answer = tokio::time::timeout(WAIT, second.log(log("waits for room"))).await;
+            (answer, sent.elapsed())
+        }
+    );
+    let first = first.expect("answered").expect_err("unconfirmed");
+    let second = second.expect("answered").expect_err("no room");
+    assert_eq!(first.code(), Code::Unavailable, "{first:?}");
+    assert_eq!(second.code(), Code::Unavailable, "{second:?}");
+    // The gateway's clock for the call starts after the client's: a call
+    // refused at once, instead of waiting, would be answered sooner.
+    assert!(waited >= timeout, "answered after only {waited:?}");
+    held.resume().await;
+    client
+        .log(log("after"))
+        .await
+        .expect("room again once the broker confirms");
+}

@@ -32,7 +32,7 @@ pub enum Error {
     ConfirmTimeout(Duration),
     /// More than `--max-inflight` records awaited confirms for the whole
     /// `--publish-timeout`: the broker is not keeping up.
-    #[error("the gateway has too many records awaiting RabbitMQ's confirms; none was free within {}", humantime::format_duration(*.0))]
+    #[error("the gateway has too many records awaiting RabbitMQ's confirms; no room under --max-inflight came free within {} (--publish-timeout)", humantime::format_duration(*.0))]
     Busy(Duration),
     /// The gateway is stopping and takes no new work.
     #[error("the gateway is shutting down")]

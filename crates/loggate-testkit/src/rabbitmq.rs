@@ -346,57 +346,6 @@ impl Drop for Vhost {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_is_found_by_a_part_of_its_client_given_name() {
-        let table = "<rabbit@h.1.22.0>\t[{\"connection_name\",\"gw-1 publish\"},{\"product\",\"lapin\"}]\t2\n\
-                     <rabbit@h.1.23.0>\t[{\"connection_name\",\"gw-1 tail\"}]\t1\n\
-                     <rabbit@h.1.24.0>\t[{\"product\",\"other\"}]\t1\n";
-        let found = parse_connections(table, "gw-1 tail");
-        assert_eq!(
-            found,
-            vec![AmqpConnection {
-                pid: "<rabbit@h.1.23.0>".into(),
-                name: "gw-1 tail".into(),
-                channels: 1,
-            }]
-        );
-        assert_eq!(parse_connections(table, "gw-1").len(), 2);
-    }
-
-    #[test]
-    fn a_connections_pid_names_its_node() {
-        let on = |pid: &str| AmqpConnection {
-            pid: pid.into(),
-            name: String::new(),
-            channels: 0,
-        };
-        assert_eq!(
-            on("<loggate2@build-host.1.2.3>").node(),
-            Some("loggate2@build-host")
-        );
-        assert_eq!(
-            on("<rabbit@h.example.org.10.20.30>").node(),
-            Some("rabbit@h.example.org")
-        );
-    }
-
-    #[test]
-    fn a_chosen_node_and_quiet_output_come_before_the_command() {
-        assert_eq!(
-            Rabbitmqctl::on("n@h").full_args(&["list_vhosts"]),
-            ["-n", "n@h", "-q", "list_vhosts"]
-        );
-        assert_eq!(
-            Rabbitmqctl::default().full_args(&["list_vhosts"]),
-            ["-q", "list_vhosts"]
-        );
-    }
-}
-
 /// RabbitMQ's eval expression that calls `sys:<call>` on the process
 /// writing `stream` (in the default vhost): on 3.10, a stream queue's pid is
 /// its osiris writer.
@@ -446,5 +395,56 @@ impl Drop for SuspendedStream {
             let _ =
                 Rabbitmqctl::default().run_blocking(&["eval", &stream_writer(&stream, "resume")]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_found_by_a_part_of_its_client_given_name() {
+        let table = "<rabbit@h.1.22.0>\t[{\"connection_name\",\"gw-1 publish\"},{\"product\",\"lapin\"}]\t2\n\
+                     <rabbit@h.1.23.0>\t[{\"connection_name\",\"gw-1 tail\"}]\t1\n\
+                     <rabbit@h.1.24.0>\t[{\"product\",\"other\"}]\t1\n";
+        let found = parse_connections(table, "gw-1 tail");
+        assert_eq!(
+            found,
+            vec![AmqpConnection {
+                pid: "<rabbit@h.1.23.0>".into(),
+                name: "gw-1 tail".into(),
+                channels: 1,
+            }]
+        );
+        assert_eq!(parse_connections(table, "gw-1").len(), 2);
+    }
+
+    #[test]
+    fn a_connections_pid_names_its_node() {
+        let on = |pid: &str| AmqpConnection {
+            pid: pid.into(),
+            name: String::new(),
+            channels: 0,
+        };
+        assert_eq!(
+            on("<loggate2@build-host.1.2.3>").node(),
+            Some("loggate2@build-host")
+        );
+        assert_eq!(
+            on("<rabbit@h.example.org.10.20.30>").node(),
+            Some("rabbit@h.example.org")
+        );
+    }
+
+    #[test]
+    fn a_chosen_node_and_quiet_output_come_before_the_command() {
+        assert_eq!(
+            Rabbitmqctl::on("n@h").full_args(&["list_vhosts"]),
+            ["-n", "n@h", "-q", "list_vhosts"]
+        );
+        assert_eq!(
+            Rabbitmqctl::default().full_args(&["list_vhosts"]),
+            ["-q", "list_vhosts"]
+        );
     }
 }

@@ -125,6 +125,9 @@ pub enum BenchMode {
     /// Replay: --records published, then read back from the start by one tail,
     /// against lapin reading the same stream without decoding.
     Replay,
+    /// LogBatch and OTLP `LogsService/Export` calls of --batch-size records,
+    /// the same records, side by side against one gateway (--records each).
+    Otlp,
 }
 
 /// `loggate-bench bench`: by default it starts its own gateway (the `loggate` next to this binary, with

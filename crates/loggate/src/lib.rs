@@ -14,6 +14,8 @@
 //!   `record`.
 //! - `broker` → `record`: the only module that speaks AMQP (lapin).
 //! - `record` → the generated wire types (`proto`) only: pure functions.
+//! - `metrics` → nothing: names and recording helpers that every module
+//!   may call; `http` → `metrics`: the `--metrics-listen` routes, served by `server`.
 //! - `sync` → nothing; `cli` (the client subcommands) → `config`, `record`,
 //!   `proto`, never the server side.
 //!
@@ -25,7 +27,9 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod proto;
 pub mod record;
 pub mod server;

@@ -4,25 +4,33 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
-use loggate::config::{Cli, Command, TokenCommand};
+use loggate::config::{Command, ConfigCommand, LogFormat, TokenCommand};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The command line, with the settings of its --config file below it.
+    let cli = loggate::config::file::parse();
     // The gateway logs at info; the client commands only warn, so their
     // stdout stays the output and stderr stays quiet.
     let default_filter = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    let log_format = match &cli.command {
+        Command::Serve(config) => config.observability.log_format,
+        _ => LogFormat::Text,
+    };
+    let logging = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Text => logging.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields beside `message` at the top level, where log
+        // shippers look for them; never colour codes.
+        LogFormat::Json => logging.json().flatten_event(true).with_ansi(false).init(),
+    }
 
     let threads = match &cli.command {
         Command::Serve(config) => config.server.threads,
@@ -94,6 +102,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => Ok(loggate::cli::tail::run(args).await?),
         Command::Token(args) => match &args.command {
             TokenCommand::New(new) => Ok(loggate::cli::token::new(new)?),
+        },
+        Command::Config(args) => match args.command {
+            ConfigCommand::Check(check) => {
+                print!("{}", check.report);
+                Ok(ExitCode::SUCCESS)
+            }
         },
     }
 }

@@ -252,6 +252,7 @@ async fn reflection_lists_every_service_in_both_versions() {
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "loggate.v1.LogGateway",
+        "opentelemetry.proto.collector.logs.v1.LogsService",
     ];
 
     let mut alpha =

@@ -64,10 +64,18 @@ pub async fn drive(target: &Target, plan: &Plan, progress: &ProgressBar) -> Resu
                     stream(client, remaining, template, batch, window, progress).await
                 }
                 // Not ingest modes: `bench::run` hands them to `fanout`.
-                BenchMode::Tail | BenchMode::Replay => Outcome::default(),
+                BenchMode::Tail | BenchMode::Replay | BenchMode::Otlp => Outcome::default(),
             }
         });
     }
+    gather(workers, started).await
+}
+
+/// The client tasks' outcomes as one, timed from `started`.
+pub(super) async fn gather(
+    mut workers: tokio::task::JoinSet<Outcome>,
+    started: Instant,
+) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     while let Some(joined) = workers.join_next().await {
         let part = joined.map_err(|e| Error::Gateway(format!("a client task failed: {e}")))?;
@@ -81,7 +89,7 @@ pub async fn drive(target: &Target, plan: &Plan, progress: &ProgressBar) -> Resu
 }
 
 /// Takes up to `n` records of the remaining budget; 0 when it is spent.
-fn take(remaining: &AtomicU64, n: u64) -> u64 {
+pub(super) fn take(remaining: &AtomicU64, n: u64) -> u64 {
     remaining
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
             (left > 0).then(|| left.saturating_sub(n))

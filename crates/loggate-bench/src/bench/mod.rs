@@ -13,6 +13,7 @@ mod compare;
 mod direct;
 mod fanout;
 mod load;
+mod otlp;
 pub(crate) mod report;
 pub(crate) mod verify;
 
@@ -51,6 +52,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             ))
         }
         BenchMode::Tail | BenchMode::Replay => return fanout::run(&args, &tag, template).await,
+        BenchMode::Otlp if args.compare_auth => {
+            return Err(Error::Gateway(
+                "--mode otlp compares LogBatch with OTLP: leave out --compare-auth".into(),
+            ))
+        }
+        BenchMode::Otlp => return otlp::run(&args, &tag, template, body.len()).await,
     };
     let comparison = args.compare_auth.then(|| compare::header(&args));
     println!(

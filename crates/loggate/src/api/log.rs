@@ -86,7 +86,7 @@ pub(super) fn accept_batch(
 }
 
 /// PERMISSION_DENIED unless the caller's `log` scope covers the record's service.
-fn permitted(caller: &Caller, record: &Record, at: &str) -> Result<(), Denied> {
+pub(super) fn permitted(caller: &Caller, record: &Record, at: &str) -> Result<(), Denied> {
     if caller.may_log(&record.service) {
         Ok(())
     } else {

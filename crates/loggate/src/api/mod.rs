@@ -3,6 +3,7 @@
 
 mod auth;
 mod log;
+mod otlp;
 mod quota;
 mod status;
 mod stream;
@@ -21,6 +22,7 @@ pub use tail_wire::{TailService, MAX_TAIL_REQUEST_BYTES, TAIL_PATH};
 
 use crate::broker::StreamSource;
 use crate::ingest::Ingest;
+use crate::metrics::{self, Outcome, Rpc};
 use crate::proto::v1 as pb;
 use crate::record::Limits;
 use crate::tail::{DecodeLimits, Hub};
@@ -112,20 +114,34 @@ impl Gateway {
 
 type LogStreamStream = Pin<Box<dyn Stream<Item = Result<pb::LogStreamResponse, Status>> + Send>>;
 
+/// What a unary ingest call's answer says became of its records (`spooled`
+/// reads the response's flag).
+fn outcome<T>(answer: &Result<Response<T>, Status>, spooled: impl Fn(&T) -> bool) -> Outcome {
+    match answer {
+        Ok(response) => Outcome::taken(spooled(response.get_ref())),
+        Err(status) => Outcome::Refused(status.code()),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::log_gateway_server::LogGateway for Gateway {
     async fn log(
         &self,
         request: Request<pb::LogRequest>,
     ) -> Result<Response<pb::LogResponse>, Status> {
-        log::log(self, request).await
+        let answer = log::log(self, request).await;
+        metrics::records(Rpc::Log, 1, outcome(&answer, |r| r.spooled));
+        answer
     }
 
     async fn log_batch(
         &self,
         request: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
-        log::log_batch(self, request).await
+        let records = request.get_ref().records.len();
+        let answer = log::log_batch(self, request).await;
+        metrics::records(Rpc::LogBatch, records, outcome(&answer, |r| r.spooled));
+        answer
     }
 
     type LogStreamStream = LogStreamStream;

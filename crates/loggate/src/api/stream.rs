@@ -20,7 +20,7 @@ use tokio::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
 use super::auth::caller;
@@ -29,6 +29,7 @@ use super::quota::Quotas;
 use super::{Gateway, LogStreamStream};
 use crate::auth::Caller;
 use crate::ingest::{Delivered, Ingest, Reservation, Sequence};
+use crate::metrics::{self, Outcome, Rpc};
 use crate::proto::v1 as pb;
 use crate::record::{Acceptance, Limits, Record, TraceParent};
 
@@ -104,17 +105,37 @@ impl StreamCall {
             match request {
                 Ok(Some(request)) => {
                     let seq = request.seq;
+                    let sent = request.records.len();
                     // Validated before it waits for room: a request that
                     // will be refused takes no record permit.
                     let accepted = self.accept(request);
+                    if let Err(refused) = &accepted {
+                        metrics::records(Rpc::LogStream, sent, Outcome::Refused(refused.code()));
+                    }
                     let wanted = accepted.as_ref().map_or(0, Vec::len);
                     let permits = match self.admit(wanted, &answers).await {
                         Ok(permits) => permits,
-                        Err(NotAdmitted::ClientLeft) => break None,
+                        Err(NotAdmitted::ClientLeft) => {
+                            if accepted.is_ok() {
+                                metrics::records(
+                                    Rpc::LogStream,
+                                    wanted,
+                                    Outcome::Refused(Code::Cancelled),
+                                );
+                            }
+                            break None;
+                        }
                         // This request (and any in flight) gets no answer:
                         // the stream's status says why.
                         Err(NotAdmitted::ShuttingDown) => {
-                            break Some(Status::unavailable("the gateway is shutting down"))
+                            if accepted.is_ok() {
+                                metrics::records(
+                                    Rpc::LogStream,
+                                    wanted,
+                                    Outcome::Refused(Code::Unavailable),
+                                );
+                            }
+                            break Some(Status::unavailable("the gateway is shutting down"));
                         }
                     };
                     self.hand_over(seq, accepted, permits, &answers, &mut answering)
@@ -218,6 +239,7 @@ impl StreamCall {
             None => None,
         };
         answering.spawn(async move {
+            let count = records.len();
             let settled = match pending {
                 Some(pending) => pending.settle(&records).await,
                 None => Ok(Delivered::Confirmed),
@@ -231,6 +253,7 @@ impl StreamCall {
                 },
                 Err(error) => refusal(seq, error.into()),
             };
+            metrics::records(Rpc::LogStream, count, outcome(&answer));
             let _ = answers.send(Ok(answer)).await;
             // Held until answered: unanswered requests and records count
             // against the stream's bounds.
@@ -255,6 +278,14 @@ struct Admitted {
     /// None once handed over (the records' confirms carry it from then on),
     /// or when there is nothing to publish.
     gateway: Option<Reservation>,
+}
+
+/// What an answer says became of its request's records.
+fn outcome(answer: &pb::LogStreamResponse) -> Outcome {
+    match &answer.error {
+        Some(error) => Outcome::Refused(Code::from_i32(error.code)),
+        None => Outcome::taken(answer.spooled),
+    }
 }
 
 fn refusal(seq: u64, status: Status) -> pb::LogStreamResponse {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Brokers, Error};
+use crate::metrics::{self, Connection as Kind};
 use crate::sync::lock;
 
 /// What a link keeps per connection: the connection and whatever was prepared on it.
@@ -60,6 +61,7 @@ impl<S: Session> Link<S> {
     pub(crate) async fn establish(
         endpoint: Brokers,
         name: String,
+        kind: Kind,
         first: FirstConnect,
         prepare: Prepare<S>,
     ) -> Result<Link<S>, Error> {
@@ -103,6 +105,7 @@ impl<S: Session> Link<S> {
             }
             None => (None, None),
         };
+        metrics::broker_connected(kind, session.is_some());
 
         let (tx, current) = watch::channel(session);
         let (blocked_tx, blocked) = watch::channel(false);
@@ -110,6 +113,7 @@ impl<S: Session> Link<S> {
         let supervisor = tokio::spawn(supervise(
             endpoint.clone(),
             name,
+            kind,
             prepare,
             (tx, blocked_tx),
             events,
@@ -234,6 +238,7 @@ fn describe_connect_error(error: &lapin::Error, tls: bool) -> String {
 async fn supervise<S: Session>(
     endpoint: Brokers,
     name: String,
+    kind: Kind,
     prepare: Prepare<S>,
     (tx, blocked): (watch::Sender<Option<Arc<S>>>, watch::Sender<bool>),
     first: Option<(Events, usize)>,
@@ -249,14 +254,17 @@ async fn supervise<S: Session>(
                 return;
             };
             tokio::select! {
-                reason = lost(session.connection(), live, &blocked) => {
+                reason = lost(session.connection(), live, &blocked, kind) => {
                     blocked.send_replace(false);
+                    metrics::broker_blocked(kind, false);
+                    metrics::broker_connected(kind, false);
                     let broker = used.map(|used| endpoint.get(used).to_string()).unwrap_or_default();
                     warn!(%broker, connection = %name, %reason, "lost the connection to RabbitMQ; reconnecting");
                     tx.send_replace(None);
                 }
                 () = stop.cancelled() => {
                     tx.send_replace(None);
+                    metrics::broker_connected(kind, false);
                     let close = session.connection().close(200, "loggate shutting down".into());
                     let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
                     return;
@@ -276,8 +284,13 @@ async fn supervise<S: Session>(
                 Ok((session, new_events, now_used)) => {
                     info!(broker = %endpoint.get(now_used), connection = %name, "reconnected to RabbitMQ");
                     events = Some(new_events);
-                    used = Some(now_used);
+                    // A gateway that started without RabbitMQ connects here
+                    // for the first time: not a reconnect.
+                    if used.replace(now_used).is_some() {
+                        metrics::broker_reconnected(kind);
+                    }
                     tx.send_replace(Some(Arc::new(session)));
+                    metrics::broker_connected(kind, true);
                     break;
                 }
                 Err(reason) => {
@@ -299,6 +312,7 @@ async fn lost(
     connection: &Connection,
     events: &mut Events,
     blocked: &watch::Sender<bool>,
+    kind: Kind,
 ) -> String {
     let mut poll = tokio::time::interval(STATUS_POLL);
     loop {
@@ -308,10 +322,12 @@ async fn lost(
                 Some(Event::ConnectionBlocked(reason)) => {
                     warn!(%reason, "RabbitMQ blocked the connection (resource alarm)");
                     blocked.send_replace(true);
+                    metrics::broker_blocked(kind, true);
                 }
                 Some(Event::ConnectionUnblocked) => {
                     info!("RabbitMQ unblocked the connection");
                     blocked.send_replace(false);
+                    metrics::broker_blocked(kind, false);
                 }
                 Some(_) => {}
                 None => return "the connection's event stream ended".to_owned(),

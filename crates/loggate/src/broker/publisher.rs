@@ -32,6 +32,7 @@ use super::{
     outgoing::Outgoing,
     Brokers, Error, Topology,
 };
+use crate::metrics;
 use crate::record::Record;
 // Only a clone or a swap happens under a channel slot's lock.
 use crate::sync::lock;
@@ -146,7 +147,14 @@ impl Publisher {
             let topology = Arc::clone(&topology);
             Box::pin(async move { PublishSession::open(connection, &topology, channels).await })
         });
-        let link = Link::establish(endpoint, connection_name, first, prepare).await?;
+        let link = Link::establish(
+            endpoint,
+            connection_name,
+            metrics::Connection::Publish,
+            first,
+            prepare,
+        )
+        .await?;
         Ok(Publisher {
             link,
             exchange,
@@ -191,6 +199,12 @@ impl Publisher {
         self.timeout
     }
 
+    /// Records reserved under `--max-inflight` now: published (or about to
+    /// be) and not yet confirmed.
+    pub fn inflight(&self) -> usize {
+        (self.max_inflight as usize).saturating_sub(self.inflight.available_permits())
+    }
+
     /// The next of the pool's channels, round-robin, for a caller to keep:
     /// everything sent on one [`PinnedChannel`] reaches the broker in the
     /// order sent (a LogStream keeps one for its life).
@@ -208,6 +222,7 @@ impl Publisher {
         reservation: Reservation,
         deadline: Instant,
     ) -> Result<Confirms, Error> {
+        let sent = std::time::Instant::now();
         let session = self.link.session()?;
         let Outgoing { body, messages } = Outgoing::pack(records, self.batch_records);
         let sending = async {
@@ -241,6 +256,7 @@ impl Publisher {
         Ok(Confirms {
             confirms,
             exchange: self.exchange.clone(),
+            sent,
             deadline,
             timeout: self.timeout,
             _reservation: reservation,
@@ -269,6 +285,8 @@ pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
 pub struct Confirms {
     confirms: Vec<(PublisherConfirm, String)>,
     exchange: ShortString,
+    /// When `send` began: the confirm latency is measured from here.
+    sent: std::time::Instant,
     deadline: Instant,
     timeout: Duration,
     /// Returned to the in-flight bound when the confirms are in (or given up on).
@@ -282,6 +300,7 @@ impl Confirms {
         let Confirms {
             confirms,
             exchange,
+            sent,
             deadline,
             timeout,
             _reservation,
@@ -307,7 +326,11 @@ impl Confirms {
             Ok(())
         };
         match tokio::time::timeout_at(deadline, waiting).await {
-            Ok(result) => result,
+            Ok(Ok(())) => {
+                metrics::confirmed(sent.elapsed());
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::ConfirmTimeout(timeout)),
         }
     }

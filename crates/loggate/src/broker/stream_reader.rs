@@ -133,7 +133,14 @@ impl StreamSource {
     ) -> Result<StreamSource, Error> {
         let prepare: Prepare<ConsumeSession> =
             Arc::new(|connection| Box::pin(async move { Ok(ConsumeSession { connection }) }));
-        let link = Link::establish(endpoint, connection_name, first, prepare).await?;
+        let link = Link::establish(
+            endpoint,
+            connection_name,
+            crate::metrics::Connection::Tail,
+            first,
+            prepare,
+        )
+        .await?;
         let mut channels = usize::from(channels.get());
         // A broker configured with a lower channel_max than the budget
         // would refuse channels the budget grants: stay below it.

@@ -13,6 +13,7 @@ use std::{
 
 use clap::{builder::TypedValueParser as _, Args, Parser};
 
+use super::file::ConfigFileArg;
 use super::parse::{amqp_name, byte_size, count, max_age, memory_size, positive_duration};
 use super::security::SecurityArgs;
 use crate::api::{CallLimits, TailSettings};
@@ -27,6 +28,10 @@ use crate::spool::SpoolSettings;
 // be overridden by appending).
 #[command(name = "loggate serve", args_override_self = true)]
 pub struct ServeConfig {
+    /// `--config`: read by `config::file::parse`, which puts the file's
+    /// settings below flags and environment variables (clap alone ignores it).
+    #[command(flatten)]
+    pub file: ConfigFileArg,
     #[command(flatten)]
     pub server: ListenArgs,
     #[command(flatten)]
@@ -41,6 +46,8 @@ pub struct ServeConfig {
     pub tails: TailsArgs,
     #[command(flatten)]
     pub spool: SpoolArgs,
+    #[command(flatten)]
+    pub observability: ObservabilityArgs,
 }
 
 impl ServeConfig {
@@ -467,6 +474,34 @@ impl SpoolArgs {
     }
 }
 
+/// What the gateway tells its operator: metrics and probes over HTTP, and
+/// its own logs (the `http` and `metrics` modules, and `main`'s logging).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Observability")]
+pub struct ObservabilityArgs {
+    /// Serve Prometheus metrics on this address over plain HTTP: /metrics,
+    /// /healthz (200 while the process runs) and /readyz (200 while gRPC
+    /// health is SERVING, else 503). No authentication: give it a loopback
+    /// or internal address. Off by default.
+    #[arg(long, env = "LOGGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// The gateway's own log lines on stderr: text, or json (one object per
+    /// line, for log shippers). RUST_LOG picks what is logged either way.
+    #[arg(long, env = "LOGGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the gateway writes its own log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the
+    /// event's fields at the top level, and its spans.
+    Json,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,6 +522,27 @@ mod tests {
         assert_eq!(config.rabbitmq.publish_timeout, Duration::from_secs(10));
         assert_eq!(config.limits.max_batch.get(), 1000);
         assert_eq!(config.limits.max_message_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn metrics_are_off_and_logs_are_text_by_default() {
+        let config = ServeConfig::try_parse_from(["serve"]).expect("defaults parse");
+        assert_eq!(config.observability.metrics_listen, None);
+        assert_eq!(config.observability.log_format, LogFormat::Text);
+        let config = ServeConfig::try_parse_from([
+            "serve",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+            "--log-format",
+            "json",
+        ])
+        .expect("parses");
+        assert_eq!(
+            config.observability.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert_eq!(config.observability.log_format, LogFormat::Json);
+        assert!(ServeConfig::try_parse_from(["serve", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod filter;
 #[cfg(test)]
 pub(crate) mod fixture;
 mod level;
+pub mod otlp;
 mod rfc3339;
 mod scope;
 mod token;

@@ -19,6 +19,7 @@ use tonic::{
 use tonic_health::{server::HealthReporter, ServingStatus};
 use tracing::{info, warn};
 
+mod observe;
 mod security;
 
 use crate::api::{Authenticate, Gateway, GatewaySettings, TailService, TAIL_PATH};
@@ -26,6 +27,7 @@ use crate::auth::{self, Auth};
 use crate::broker::{self, Brokers, FirstConnect, Publisher, StreamSource};
 use crate::config::{LimitsArgs, ServeConfig};
 use crate::ingest::Ingest;
+use crate::proto::otlp::collector::logs_service_server::LogsServiceServer;
 use crate::proto::{self, v1::log_gateway_server::LogGatewayServer};
 use crate::spool::{self, Spool};
 use crate::tls::{self, ServerTls};
@@ -64,6 +66,8 @@ pub enum Error {
          anyone who can reach the port"
     )]
     Unprotected(String),
+    #[error("--metrics-listen {0}: {1}")]
+    MetricsListen(SocketAddr, #[source] std::io::Error),
 }
 
 /// Runs the gateway on an already-bound `listener` until `shutdown` resolves,
@@ -76,7 +80,9 @@ pub async fn run(
 ) -> Result<(), Error> {
     let instance = config.server.instance_name();
     let security = security::secure(&config, listener.local_addr().ok())?;
+    let observer = observe::Observer::start(&config).await?;
     let backends = connect(&config, &instance).await?;
+    observer.watch(&backends);
     let stop = CancellationToken::new();
     let (routes, health) = build_services(
         &config,
@@ -93,6 +99,7 @@ pub async fn run(
             consuming: backends.source.connected(),
             draining: backends.spool.as_ref().map(|spool| spool.drainer_up()),
         },
+        observer.ready.clone(),
         stop.clone(),
     ));
     // Last of the set-up steps that can fail, so no drainer outlives a
@@ -115,6 +122,7 @@ pub async fn run(
     stop.cancel();
     let _ = tokio::join!(reporting, reloading);
     shut_down(backends).await;
+    observer.stop().await;
     info!("stopped");
     Ok(served?)
 }
@@ -199,6 +207,12 @@ fn build_services(
     );
     let gateway = Arc::new(gateway);
     let authenticate = Authenticate::new(auth);
+    // OTLP/gRPC logs in: the same gateway behind the same authentication.
+    let otlp = InterceptedService::new(
+        LogsServiceServer::from_arc(Arc::clone(&gateway))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        authenticate.clone(),
+    );
     let gateway = TailApart {
         tail: InterceptedService::new(TailService::new(Arc::clone(&gateway)), authenticate.clone()),
         other: InterceptedService::new(
@@ -214,6 +228,7 @@ fn build_services(
         tonic_reflection::server::Builder::configure()
             .include_reflection_service(false)
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_file_descriptor_set(proto::otlp::logs_file_descriptor_set())
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(
@@ -224,7 +239,8 @@ fn build_services(
     let routes = Routes::new(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(gateway);
+        .add_service(gateway)
+        .add_service(otlp);
     Ok((routes, reporter))
 }
 
@@ -350,7 +366,13 @@ struct Upstream {
 
 /// SERVING while both broker connections are up and the spool's drainer (if
 /// any) runs; NOT_SERVING otherwise and from the moment shutdown begins.
-async fn report_health(reporter: HealthReporter, upstream: Upstream, stop: CancellationToken) {
+/// `ready` (what the HTTP `/readyz` reports) always says the same.
+async fn report_health(
+    reporter: HealthReporter,
+    upstream: Upstream,
+    ready: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
     let Upstream {
         mut publishing,
         mut consuming,
@@ -366,6 +388,7 @@ async fn report_health(reporter: HealthReporter, upstream: Upstream, stop: Cance
         } else {
             ServingStatus::NotServing
         };
+        ready.send_replace(up);
         for service in ["", SERVICE_NAME] {
             reporter.set_service_status(service, status).await;
         }
@@ -376,6 +399,7 @@ async fn report_health(reporter: HealthReporter, upstream: Upstream, stop: Cance
             () = stop.cancelled() => break,
         }
     }
+    ready.send_replace(false);
     for service in ["", SERVICE_NAME] {
         reporter
             .set_service_status(service, ServingStatus::NotServing)
@@ -421,7 +445,8 @@ mod tests {
             consuming,
             draining: Some(drainer_up),
         };
-        let reporting = tokio::spawn(report_health(reporter, upstream, stop.clone()));
+        let (ready, readiness) = watch::channel(false);
+        let reporting = tokio::spawn(report_health(reporter, upstream, ready, stop.clone()));
         for (up, expected) in [
             (true, Wire::Serving),
             (false, Wire::NotServing),
@@ -429,7 +454,8 @@ mod tests {
         ] {
             draining.send_replace(up);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while overall(&health).await != expected {
+            // `readiness` (/readyz) follows health.
+            while overall(&health).await != expected || *readiness.borrow() != up {
                 assert!(tokio::time::Instant::now() < deadline, "never {expected:?}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -437,5 +463,6 @@ mod tests {
         stop.cancel();
         reporting.await.expect("reporter");
         assert_eq!(overall(&health).await, Wire::NotServing, "shutting down");
+        assert!(!*readiness.borrow(), "/readyz says 503 while shutting down");
     }
 }

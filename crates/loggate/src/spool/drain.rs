@@ -152,6 +152,7 @@ pub(super) async fn run(shared: Arc<Shared>, publisher: Arc<Publisher>, stop: Ca
                     Ok(()) => {
                         retry = RETRY_FIRST;
                         drained += chunk.records.len() as u64;
+                        crate::metrics::drained(chunk.records.len());
                         let advancing = Arc::clone(&shared);
                         // File work off the async workers.
                         let _ = tokio::task::spawn_blocking(move || {

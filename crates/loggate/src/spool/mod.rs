@@ -293,6 +293,11 @@ impl Spool {
         self.shared.pending_records.load(Ordering::Acquire)
     }
 
+    /// Their bytes on disk (entry framing included), under `--spool-max-bytes`.
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.pending_bytes.load(Ordering::Acquire)
+    }
+
     /// Queues `records` for the writer, in call order, and returns what to
     /// await for their fsync. Refuses them all if they do not fit.
     pub async fn append(&self, records: &[Record]) -> Result<Appended, Error> {

@@ -14,6 +14,7 @@ use tracing::warn;
 
 use super::Entry;
 use crate::broker::StreamMessage;
+use crate::metrics;
 use crate::record::Record;
 use crate::sync::lock;
 
@@ -79,6 +80,7 @@ impl Decoding {
                     Ok(entries) => entries,
                     Err(error) => {
                         warn!(%error, "decoding a stream message failed; skipped");
+                        metrics::stream_skipped(metrics::Skipped::DecodeFailed, 1);
                         Vec::new()
                     }
                 };
@@ -124,6 +126,7 @@ impl Decoder {
         ) {
             Ok(decoded) => decoded,
             Err(oversized) => {
+                metrics::stream_skipped(metrics::Skipped::Oversized, 1);
                 self.warn(|suppressed, skipped| {
                     warn!(offset, ?content_type, reason = %oversized, suppressed, skipped,
                         "skipping an oversized stream message unread (--tail-max-message-bytes, --tail-max-message-records)");
@@ -150,6 +153,7 @@ impl Decoder {
             })
             .collect();
         if let Some(error) = first_error {
+            metrics::stream_skipped(metrics::Skipped::Invalid, bad);
             self.warn(|suppressed, skipped| {
                 warn!(offset, ?content_type, %error, bad, suppressed, skipped,
                     "skipping stream content that is not a loggate record");

@@ -21,6 +21,7 @@ use super::{
     Entry, Fed, Hub,
 };
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
+use crate::metrics;
 use crate::record::Filter;
 
 /// Pause between attempts to reopen a consumer once connected.
@@ -82,6 +83,8 @@ struct OwnConsumer {
     /// Entries that arrived before this time predate the tail (the reader
     /// starts at a whole chunk, up to a second early).
     not_before: Option<time::OffsetDateTime>,
+    /// Counted as a tail on a consumer of its own while this lives.
+    _active: metrics::TailActive,
 }
 
 impl Feed {
@@ -125,6 +128,7 @@ impl Feed {
                 decoding: None,
                 from: None,
                 not_before: None,
+                _active: metrics::tail_active(metrics::TailKind::Own),
             })),
             source: Arc::clone(source),
             decoder: hub.decoder().clone(),
@@ -178,6 +182,7 @@ impl Feed {
                                         decoding: None,
                                         from: Some((offset, index)),
                                         not_before: None,
+                                        _active: metrics::tail_active(metrics::TailKind::Own),
                                     }));
                                     continue;
                                 }
@@ -290,6 +295,7 @@ impl Feed {
                         decoding: None,
                         from,
                         not_before,
+                        _active: metrics::tail_active(metrics::TailKind::Own),
                     }));
                     return Ok(());
                 }

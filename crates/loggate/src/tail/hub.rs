@@ -13,6 +13,7 @@ use super::{
     Entry,
 };
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
+use crate::metrics;
 use crate::record::Filter;
 // Nothing is held across a panic point under the hub's locks.
 use crate::sync::lock;
@@ -47,6 +48,8 @@ struct Subscriber {
     filter: Arc<Filter>,
     tx: mpsc::Sender<Entry>,
     detachment: Arc<Detachment>,
+    /// Counted as a hub tail while the hub holds it.
+    _active: metrics::TailActive,
 }
 
 /// How the hub let go of a follower: where to resume, or why the hub failed.
@@ -117,6 +120,7 @@ impl Hub {
             filter,
             tx,
             detachment: Arc::clone(&detachment),
+            _active: metrics::tail_active(metrics::TailKind::Hub),
         });
         let _starting = self.starting.lock().await;
         // Joining a running hub and the hub retiring both happen under the
@@ -252,6 +256,7 @@ impl Subscriber {
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // Let go; the follower continues on its own from here.
                     *lock(&self.detachment.resume_at) = Some((entry.offset, entry.index));
+                    metrics::hub_detached();
                     debug!(
                         offset = entry.offset,
                         "a slow follower was detached from the hub"

@@ -105,6 +105,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Config(args) => match args.command {
             ConfigCommand::Check(check) => {
+                // What serve would refuse before connecting, short of
+                // reading the files the settings name: the broker URLs.
+                let rabbitmq = &check.serve.rabbitmq;
+                if rabbitmq.amqp_url_file.is_none() {
+                    loggate::broker::Brokers::parse(&rabbitmq.broker.amqp_url)
+                        .map_err(|e| loggate::cli::Error::Usage(format!("--amqp-url: {e}")))?;
+                }
                 print!("{}", check.report);
                 Ok(ExitCode::SUCCESS)
             }

@@ -282,6 +282,19 @@ async fn a_heartbeat_tells_a_scoped_tail_nothing_about_other_services() {
     let mut client = gateway.client().await;
     let mut writer = live_tail_as(&mut client, WRITER).await;
     let mut admin = live_tail_as(&mut client, ADMIN).await;
+    // A tail from the past reads every message on a consumer of its own:
+    // there the scope check is the only thing between it and billing's.
+    let mut writer_history = client
+        .tail(bearer(
+            WRITER,
+            pb::TailRequest {
+                start: Some(Start::FromBeginning(true)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("a tail from the beginning")
+        .into_inner();
     // The hub serves a new live tail from the next record after it joined.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     client
@@ -302,6 +315,11 @@ async fn a_heartbeat_tells_a_scoped_tail_nothing_about_other_services() {
         head_time_after(&mut writer, after).await,
         None,
         "billing is outside the writer's scope: its records must not show in head_time"
+    );
+    assert_eq!(
+        head_time_after(&mut writer_history, after).await,
+        None,
+        "nor on a tail that reads the stream on its own consumer"
     );
 }
 

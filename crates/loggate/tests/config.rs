@@ -340,3 +340,17 @@ async fn config_check_without_a_file_reports_defaults() {
     // Quiet: the report is stdout, and nothing else is said.
     assert!(output.stderr.is_empty(), "{output:?}");
 }
+
+#[tokio::test]
+async fn config_check_refuses_a_broker_url_serve_would_refuse() {
+    let output = run(loggate(&[
+        "config",
+        "check",
+        "--amqp-url",
+        "amqp://guest:secret@[::1",
+    ]))
+    .await;
+    let stderr = assert_usage_error(&output);
+    assert!(stderr.contains("--amqp-url"), "{stderr}");
+    assert!(!stderr.contains("secret"), "no password: {stderr}");
+}

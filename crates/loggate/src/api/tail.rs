@@ -132,6 +132,7 @@ pub(super) async fn tail(
         _principal_place: principal_place,
         _history_place: history_place,
         newest_in_scope: None,
+        scoped: !caller.tail_scope().is_everything(),
         reloads: caller.reloads(),
         caller,
     };
@@ -247,6 +248,8 @@ struct Follower {
     /// caller may see: a heartbeat's `head_time` for a caller with a tail
     /// scope, which must not learn when other services last logged.
     newest_in_scope: Option<OffsetDateTime>,
+    /// The caller may tail only some services.
+    scoped: bool,
     /// Changes on every reload of the auth file (`None`: auth is off).
     reloads: Option<watch::Receiver<u64>>,
 }
@@ -322,10 +325,10 @@ impl Follower {
                     continue;
                 }
                 _ = heartbeat.tick() => {
-                    let head = if self.caller.tail_scope().is_everything() {
-                        feed.latest()
-                    } else {
+                    let head = if self.scoped {
                         self.newest_in_scope
+                    } else {
+                        feed.latest()
                     };
                     let beat = pb::Heartbeat {
                         time: Some(timestamp(OffsetDateTime::now_utc())),
@@ -380,16 +383,12 @@ impl Follower {
             }
         }
         if let Start::After { token, reached } = &mut self.start {
-            match offset.cmp(&token.offset) {
-                Ordering::Less => {}
-                Ordering::Equal => *reached = true,
-                Ordering::Greater => {
-                    let gone = !*reached;
-                    self.start = Start::Live;
-                    if gone {
-                        self.gap().await?;
-                    }
-                }
+            let (past, gone) = resume_step(token, reached, offset, None);
+            if past {
+                self.start = Start::Live;
+            }
+            if gone {
+                self.gap().await?;
             }
         }
         Ok(())
@@ -398,7 +397,8 @@ impl Follower {
     /// Sends one entry if it is past the start and matches.
     async fn forward(&mut self, entry: Entry) -> Result<(), Stop> {
         let offset = entry.offset;
-        if self.caller.tail_scope().allows(&entry.record.service) {
+        // Only a scoped caller's heartbeats need it (see `newest_in_scope`).
+        if self.scoped && self.caller.tail_scope().allows(&entry.record.service) {
             self.newest_in_scope = self.newest_in_scope.max(Some(entry.record.received_time));
         }
         let mut reaches_head = false;
@@ -448,16 +448,7 @@ impl Follower {
         let (wanted, gone) = match &mut self.start {
             Start::Live | Start::Beginning => (true, false),
             Start::Since(at) => (entry.record.received_time >= *at, false),
-            // Offsets alone cannot tell a gap: RabbitMQ 3.10 uses one up at
-            // every segment start without delivering it.
-            Start::After { token, reached } => match offset.cmp(&token.offset) {
-                Ordering::Less => (false, false),
-                Ordering::Equal => {
-                    *reached = true;
-                    (index > token.index, false)
-                }
-                Ordering::Greater => (true, !*reached),
-            },
+            Start::After { token, reached } => resume_step(token, reached, offset, Some(index)),
         };
         if gone {
             self.gap().await?;
@@ -483,6 +474,28 @@ impl Follower {
             () = self.shutdown.cancelled() => Err(shutting_down()),
             sent = self.tx.send(Ok(frame)) => sent.map_err(|_| Stop::Done),
         }
+    }
+}
+
+/// Where the message at `offset` (its record at `index`; `None`: a message
+/// that held no record) stands to a resume point: whether it is past it, and
+/// whether records after the resume point are gone. A consumer asked to start
+/// at the token's message starts there if it still exists, so reaching past
+/// it unread means retention removed it. (Offsets alone cannot tell: RabbitMQ
+/// 3.10 uses one up at every segment start without delivering it.)
+fn resume_step(
+    token: &ResumeToken,
+    reached: &mut bool,
+    offset: i64,
+    index: Option<u32>,
+) -> (bool, bool) {
+    match offset.cmp(&token.offset) {
+        Ordering::Less => (false, false),
+        Ordering::Equal => {
+            *reached = true;
+            (index.is_some_and(|index| index > token.index), false)
+        }
+        Ordering::Greater => (true, !*reached),
     }
 }
 

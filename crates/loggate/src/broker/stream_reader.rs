@@ -265,10 +265,16 @@ impl StreamSource {
             };
             match tokio::time::timeout_at(wait, reader.next()).await {
                 Err(_) if head.is_none() && first_wait < HEAD_FIRST_WAIT_HOLDING => {
-                    match reader.holds_messages(&self.queue).await {
-                        Ok(true) => first_wait = HEAD_FIRST_WAIT_HOLDING,
-                        Ok(false) => break Ok(None),
-                        Err(error) => break Err(error),
+                    // Bounded like every wait here: a broker that does not
+                    // answer holds nothing as far as this tail can tell.
+                    let asked = tokio::time::timeout_at(
+                        started + HEAD_FIRST_WAIT_HOLDING,
+                        reader.holds_messages(&self.queue),
+                    );
+                    match asked.await {
+                        Ok(Ok(true)) => first_wait = HEAD_FIRST_WAIT_HOLDING,
+                        Ok(Ok(false)) | Err(_) => break Ok(None),
+                        Ok(Err(error)) => break Err(error),
                     }
                 }
                 Err(_) => break Ok(head),

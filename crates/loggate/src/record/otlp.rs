@@ -180,15 +180,32 @@ impl Origin {
         }
         origin.service = service_name(service.as_deref());
         origin.node = node.map(|(_, node)| node_name(&node)).unwrap_or_default();
+        // Every record of the resource gets a copy of these: a request of a
+        // few KiB must not turn into megabytes per record. So at most as
+        // many as a record holds, within RESOURCE_BYTES; the rest are
+        // dropped (and counted) unrendered.
+        let mut bytes = 0;
+        let mut keys = std::collections::HashSet::new();
         for (key, value) in rest {
+            if origin.attributes.len() >= MAX_ATTRIBUTES || bytes >= RESOURCE_BYTES {
+                origin.dropped += 1;
+                continue;
+            }
             match Attribute::render("resource.", key, value.as_ref()) {
-                Some(attribute) => origin.attributes.push(attribute),
-                None => origin.dropped += 1,
+                Some(attribute) if keys.insert(attribute.key.clone()) => {
+                    bytes += attribute.key.len() + attribute.value.len();
+                    origin.attributes.push(attribute);
+                }
+                _ => origin.dropped += 1,
             }
         }
         origin
     }
 }
+
+/// What a resource's attributes may add to each of its records, in bytes
+/// (keys and values); past it they are dropped.
+const RESOURCE_BYTES: usize = 16 * 1024;
 
 fn text(value: String) -> AnyValue {
     AnyValue {
@@ -333,6 +350,11 @@ fn map_record(
         ));
     }
     for KeyValue { key, value, .. } in attributes {
+        // No record keeps more: the rest are dropped unrendered.
+        if candidates.len() >= MAX_ATTRIBUTES {
+            dropped += 1;
+            continue;
+        }
         match Attribute::render("", key, value.as_ref()) {
             Some(attribute) => candidates.push(attribute),
             None => dropped += 1,
@@ -662,6 +684,38 @@ mod tests {
         match mapped.first_rejection.take() {
             Some(invalid) => Err(invalid),
             None => Ok(mapped.records.pop().expect("one record")),
+        }
+    }
+
+    #[test]
+    fn a_large_resource_costs_each_record_a_bounded_copy() {
+        // 10,000 resource attributes of 1 KiB shared by 1,000 records: each
+        // record gets at most what one record may hold, within 16 KiB.
+        let mut resource = billing();
+        resource.extend((0..10_000).map(|i| kv(&format!("k{i}"), string(&"v".repeat(1024)))));
+        let records = (0..1_000)
+            .map(|_| body(Value::StringValue("m".into())))
+            .collect();
+        let mapped = accept(&acceptance(Limits::default()), request(resource, records));
+        assert_eq!(mapped.records.len(), 1_000);
+        for record in &mapped.records {
+            let from_resource: usize = record
+                .attributes
+                .iter()
+                .filter(|(key, _)| key.starts_with("resource."))
+                .map(|(key, value)| key.len() + value.len())
+                .sum();
+            assert!(
+                from_resource <= RESOURCE_BYTES + 2 * 1024,
+                "{from_resource}"
+            );
+            let dropped: usize = record.attributes[ATTRIBUTES_DROPPED]
+                .parse()
+                .expect("a count");
+            assert!(
+                dropped > 9_900,
+                "the rest are counted as dropped: {dropped}"
+            );
         }
     }
 

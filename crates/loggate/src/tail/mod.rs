@@ -66,7 +66,10 @@ impl Entry {
         }
     }
 
-    /// The record encoded as a `LogRecord`: once for all followers.
+    /// The record encoded as a `LogRecord`: once for all followers. (The
+    /// one copy into the wire struct is made once per record, not per
+    /// follower; another follower sending the same record meanwhile waits
+    /// for that encoding rather than doing it again.)
     pub fn encoded(&self) -> Bytes {
         self.encoded
             .get_or_init(|| {

@@ -230,7 +230,10 @@ impl Attribute {
     /// once prefixed).
     fn render(prefix: &str, key: String, value: Option<&AnyValue>) -> Option<Attribute> {
         let chars = prefix.len() + key.chars().count();
-        if key.is_empty() || chars > MAX_ATTRIBUTE_KEY_CHARS {
+        // `loggate.*` is the gateway's own namespace (its notes on what it
+        // cut or dropped): a sender cannot forge them.
+        let reserved = prefix.is_empty() && key.starts_with("loggate.");
+        if key.is_empty() || chars > MAX_ATTRIBUTE_KEY_CHARS || reserved {
             return None;
         }
         let (value, cut) = render(value, MAX_ATTRIBUTE_VALUE_BYTES);
@@ -685,6 +688,29 @@ mod tests {
             Some(invalid) => Err(invalid),
             None => Ok(mapped.records.pop().expect("one record")),
         }
+    }
+
+    #[test]
+    fn a_sender_cannot_forge_the_gateways_notes() {
+        let record = one(
+            billing(),
+            OtlpRecord {
+                attributes: vec![
+                    kv(ATTRIBUTES_DROPPED, string("0")),
+                    kv(MESSAGE_TRUNCATED, string("true")),
+                    kv("kept", string("yes")),
+                ],
+                ..body(Value::StringValue("m".into()))
+            },
+        )
+        .expect("accepted");
+        assert_eq!(record.attributes.get("kept").map(String::as_str), Some("yes"));
+        assert_eq!(record.attributes.get(MESSAGE_TRUNCATED), None);
+        // The two forged keys are the ones dropped.
+        assert_eq!(
+            record.attributes.get(ATTRIBUTES_DROPPED).map(String::as_str),
+            Some("2")
+        );
     }
 
     #[test]

@@ -704,11 +704,17 @@ mod tests {
             },
         )
         .expect("accepted");
-        assert_eq!(record.attributes.get("kept").map(String::as_str), Some("yes"));
+        assert_eq!(
+            record.attributes.get("kept").map(String::as_str),
+            Some("yes")
+        );
         assert_eq!(record.attributes.get(MESSAGE_TRUNCATED), None);
         // The two forged keys are the ones dropped.
         assert_eq!(
-            record.attributes.get(ATTRIBUTES_DROPPED).map(String::as_str),
+            record
+                .attributes
+                .get(ATTRIBUTES_DROPPED)
+                .map(String::as_str),
             Some("2")
         );
     }

@@ -167,6 +167,40 @@ impl Gateway {
         HealthClient::new(self.channel().await)
     }
 
+    /// Binds (`true`) or unbinds the history stream from the exchange with
+    /// `#`, over an AMQP connection of the test's own: unbound, the
+    /// exchange routes nowhere and RabbitMQ returns every record.
+    pub async fn bind_history(&self, bound: bool) {
+        let connection = lapin::Connection::connect(AMQP_URL, Default::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let (queue, exchange) = (self.history_queue.as_str(), self.exchange.as_str());
+        if bound {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    "#".into(),
+                    Default::default(),
+                    Default::default(),
+                )
+                .await
+                .expect("bind");
+        } else {
+            channel
+                .queue_unbind(
+                    queue.into(),
+                    exchange.into(),
+                    "#".into(),
+                    Default::default(),
+                )
+                .await
+                .expect("unbind");
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// The health status of `service` ("" for the whole server).
     pub async fn health_status(&self, service: &str) -> i32 {
         self.health()

@@ -16,9 +16,14 @@ use lapin::{
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
     fresh_names, memory_bytes, next_record, publish_raw, record, serve_process_logged, MemoryField,
-    AMQP_URL, WAIT,
+    Stderr, AMQP_URL, WAIT,
 };
 use tonic::{transport::Channel, Streaming};
+
+/// A gateway process on `exchange` and `history`, its stderr counted.
+async fn gateway_on(exchange: &str, history: &str) -> (tokio::process::Child, String, Stderr) {
+    serve_process_logged(&["--exchange", exchange, "--history-queue", history]).await
+}
 
 /// A well-formed loggate body for `service` whose message is `message_bytes` long.
 fn big_record(service: &str, message_bytes: usize) -> Vec<u8> {
@@ -75,8 +80,7 @@ fn p99(latencies: &mut [Duration]) -> Duration {
 #[tokio::test]
 async fn two_million_junk_lines_neither_stall_a_live_tail_nor_flood_the_log() {
     let (exchange, history, _names) = fresh_names();
-    let (child, url, stderr) =
-        serve_process_logged(&["--exchange", &exchange, "--history-queue", &history]).await;
+    let (child, url, stderr) = gateway_on(&exchange, &history).await;
     let mut client = LogGatewayClient::connect(url).await.expect("connect");
     let mut stream = live_tail(&mut client, "good").await;
     round_trip(&mut client, &mut stream, "good", "warm-up").await;
@@ -108,8 +112,7 @@ async fn two_million_junk_lines_neither_stall_a_live_tail_nor_flood_the_log() {
 #[tokio::test]
 async fn a_20_mb_record_straight_to_the_stream_does_not_stop_tails() {
     let (exchange, history, _names) = fresh_names();
-    let (child, url, _stderr) =
-        serve_process_logged(&["--exchange", &exchange, "--history-queue", &history]).await;
+    let (child, url, _stderr) = gateway_on(&exchange, &history).await;
     let mut client = LogGatewayClient::connect(url).await.expect("connect");
     // A stock client: tonic's default 4 MiB decode limit.
     let mut stream = live_tail(&mut client, "big").await;
@@ -136,8 +139,7 @@ async fn a_20_mb_record_straight_to_the_stream_does_not_stop_tails() {
 #[tokio::test]
 async fn a_record_too_big_for_a_client_arrives_truncated_and_says_so() {
     let (exchange, history, _names) = fresh_names();
-    let (_child, url, _stderr) =
-        serve_process_logged(&["--exchange", &exchange, "--history-queue", &history]).await;
+    let (_child, url, _stderr) = gateway_on(&exchange, &history).await;
     let mut client = LogGatewayClient::connect(url).await.expect("connect");
     let mut stream = live_tail(&mut client, "big").await;
 
@@ -164,8 +166,7 @@ async fn a_record_is_held_once_however_many_slow_followers_it_goes_to() {
     const RECORDS: usize = 10;
     const SIZE: usize = 1 << 20;
     let (exchange, history, _names) = fresh_names();
-    let (child, url, _stderr) =
-        serve_process_logged(&["--exchange", &exchange, "--history-queue", &history]).await;
+    let (child, url, _stderr) = gateway_on(&exchange, &history).await;
     let mut client = LogGatewayClient::connect(url.clone())
         .await
         .expect("connect");
@@ -276,8 +277,7 @@ fn watch_stream(history: String) -> Arc<Mutex<HashMap<String, Instant>>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_well_behaved_live_tail_keeps_its_latency_under_hostile_messages() {
     let (exchange, history, _names) = fresh_names();
-    let (child, url, stderr) =
-        serve_process_logged(&["--exchange", &exchange, "--history-queue", &history]).await;
+    let (child, url, stderr) = gateway_on(&exchange, &history).await;
     let mut client = LogGatewayClient::connect(url).await.expect("connect");
     let mut stream = live_tail(&mut client, "good").await;
     round_trip(&mut client, &mut stream, "good", "warm-up").await;

@@ -2,7 +2,7 @@
 
 use lapin::types::{AMQPValue, LongString};
 use loggate::proto::v1 as pb;
-use loggate_testkit::{record, Gateway, Probe, SuspendedStream, AMQP_URL, WAIT};
+use loggate_testkit::{record, Gateway, Probe, SuspendedStream, WAIT};
 use tonic::{Code, Request};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -349,19 +349,7 @@ async fn a_batch_over_max_batch_is_refused() {
 async fn an_unroutable_record_is_failed_precondition() {
     let gateway = Gateway::start(&[]).await;
     // Remove the only binding: the exchange now routes nowhere.
-    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .queue_unbind(
-            gateway.history_queue.as_str().into(),
-            gateway.exchange.as_str().into(),
-            "#".into(),
-            Default::default(),
-        )
-        .await
-        .expect("unbind");
+    gateway.bind_history(false).await;
 
     let status = gateway
         .client()

@@ -17,7 +17,7 @@ use std::{
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
     close_connections, eventually_async, fresh_names, history, record, serve_process, unique,
-    Gateway, Probe, Vhost, AMQP_URL, NOT_SERVING, SERVING, WAIT,
+    Gateway, Probe, Vhost, NOT_SERVING, SERVING, WAIT,
 };
 use tokio::process::Child;
 use tokio_stream::StreamExt;
@@ -598,19 +598,7 @@ async fn an_unroutable_record_is_refused_and_never_spooled() {
     let gateway = Gateway::start(&["--spool-dir", spool.path()]).await;
     // Remove the only binding: the exchange now routes nowhere, and
     // RabbitMQ returns every record (FAILED_PRECONDITION).
-    let connection = lapin::Connection::connect(AMQP_URL, Default::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .queue_unbind(
-            gateway.history_queue.as_str().into(),
-            gateway.exchange.as_str().into(),
-            "#".into(),
-            Default::default(),
-        )
-        .await
-        .expect("unbind");
+    gateway.bind_history(false).await;
 
     let marker = unique("unroutable");
     let mut client = gateway.client().await;
@@ -652,17 +640,7 @@ async fn an_unroutable_record_is_refused_and_never_spooled() {
 
     // Nothing waits in the spool: with the binding back, a record goes
     // straight to RabbitMQ rather than behind spooled ones.
-    channel
-        .queue_bind(
-            gateway.history_queue.as_str().into(),
-            gateway.exchange.as_str().into(),
-            "#".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .expect("bind again");
-    let _ = connection.close(200, "done".into()).await;
+    gateway.bind_history(true).await;
     let response = client
         .log(pb::LogRequest {
             record: Some(record("void", "routed")),

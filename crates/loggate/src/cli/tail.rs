@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use time::{macros::format_description, OffsetDateTime};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -40,6 +41,11 @@ struct Position {
 }
 
 pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
+    // One listener for the whole command, registered before the first
+    // await: a Ctrl-C that lands while a line is being written is kept until
+    // the next `recv`. (A fresh `ctrl_c()` per wait misses exactly that one.)
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| Error::System(format!("cannot listen for Ctrl-C: {error}")))?;
     let mut position = Position {
         start: start(&args),
         began: OffsetDateTime::now_utc(),
@@ -48,7 +54,7 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
     };
     let mut start = position.start.clone();
     loop {
-        match follow(&args, &mut position, start.take()).await {
+        match follow(&args, &mut position, start.take(), &mut interrupt).await {
             Ended::Finished => return Ok(ExitCode::SUCCESS),
             Ended::Interrupted => {
                 hint(&position);
@@ -61,7 +67,7 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
                 );
                 tokio::select! {
                     () = tokio::time::sleep(RECONNECT_DELAY) => {}
-                    _ = tokio::signal::ctrl_c() => {
+                    _ = interrupt.recv() => {
                         hint(&position);
                         return Ok(ExitCode::SUCCESS);
                     }
@@ -102,7 +108,12 @@ fn resume_point(position: &Position) -> Option<Start> {
     }
 }
 
-async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) -> Ended {
+async fn follow(
+    args: &TailArgs,
+    position: &mut Position,
+    start: Option<Start>,
+    interrupt: &mut Signal,
+) -> Ended {
     let limit = match args.limit {
         Some(limit) => match u64::from(limit).checked_sub(position.printed) {
             Some(0) | None => return Ended::Finished,
@@ -133,7 +144,7 @@ async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) 
             Ok(response) => response.into_inner(),
             Err(error) => return Ended::Failed(error),
         },
-        _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
+        _ = interrupt.recv() => return Ended::Interrupted,
     };
 
     let stdout = std::io::stdout();
@@ -142,7 +153,7 @@ async fn follow(args: &TailArgs, position: &mut Position, start: Option<Start>) 
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
+            _ = interrupt.recv() => return Ended::Interrupted,
         };
         let response = match next {
             None => return Ended::Finished,

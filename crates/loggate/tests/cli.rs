@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
-    fresh_names, history, loggate_bin, publish_raw, record, serve_process, spawn_serving, Gateway,
-    Probe, AMQP_URL, WAIT,
+    close_connections, eventually_async, fresh_names, history, loggate_bin, publish_raw, record,
+    serve_process, spawn_serving, Gateway, Probe, Vhost, AMQP_URL, NOT_SERVING, WAIT,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -803,6 +803,96 @@ async fn follow_reconnect_before_any_record_keeps_what_was_logged_while_the_gate
     log_messages(&mut client(&second.url()).await, "s", &["n3"]).await;
     assert_eq!(tail.next_message().await, "n3");
     tail.assert_running();
+}
+
+#[tokio::test]
+async fn a_tail_given_two_gateways_moves_to_the_other_at_once_when_its_gateway_is_killed() {
+    let (exchange, history, _names) = fresh_names();
+    let mut first = GatewayProcess::start("127.0.0.1:0", &exchange, &history).await;
+    let second = GatewayProcess::start("127.0.0.1:0", &exchange, &history).await;
+    log_messages(&mut client(&first.url()).await, "s", &["n0", "n1", "n2"]).await;
+    // No --follow-reconnect: having a second gateway is reason enough.
+    let servers = format!("{},{}", first.url(), second.url());
+    let mut tail = Tail::spawn(&servers, &["--from-start", "--output", "json"]);
+    for expected in ["n0", "n1", "n2"] {
+        assert_eq!(tail.next_message().await, expected);
+    }
+
+    first.kill().await;
+    log_messages(&mut client(&second.url()).await, "s", &["n3", "n4"]).await;
+    for expected in ["n3", "n4"] {
+        assert_eq!(tail.next_message().await, expected, "no gap, no duplicate");
+    }
+    tail.assert_running();
+    wait_until_said(
+        &mut tail.stderr,
+        "resuming on the next gateway",
+        "loggate tail",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn log_given_several_gateways_uses_the_first_that_answers() {
+    let gateway = Gateway::start(&[]).await;
+    let servers = format!("http://127.0.0.1:1,{}", gateway.url());
+    let out = output(&["log", "--server", &servers, "--service", "s", "hi"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).expect("utf-8");
+    let logged = history(&mut gateway.client().await).await;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].id, id.trim(), "the id printed is the record's");
+}
+
+#[tokio::test]
+async fn log_tries_the_next_gateway_with_the_same_id_when_one_answers_unavailable() {
+    // Up, but locked out of RabbitMQ (and no spool): it answers UNAVAILABLE.
+    let vhost = Vhost::create();
+    let cut_off = Gateway::start_at(&vhost.url(), &[]).await;
+    vhost.revoke();
+    close_connections(&cut_off.instance);
+    eventually_async("the gateway notices", || async {
+        cut_off.health_status("").await == NOT_SERVING
+    })
+    .await;
+    let gateway = Gateway::start(&[]).await;
+    let servers = format!("{},{}", cut_off.url(), gateway.url());
+    let out = output(&["log", "--server", &servers, "--service", "s", "hi"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("trying the next gateway"), "{stderr}");
+    let id = String::from_utf8(out.stdout).expect("utf-8");
+    let logged = history(&mut gateway.client().await).await;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].id, id.trim());
+}
+
+#[tokio::test]
+async fn log_exits_1_naming_every_gateway_when_none_answers() {
+    let servers = "http://127.0.0.1:1,http://127.0.0.1:2";
+    let out = output(&["log", "--server", servers, "--service", "s", "hi"]).await;
+    let stderr = assert_readable_failure(&out);
+    assert!(
+        stderr.contains("any of the 2 gateways")
+            && stderr.contains("http://127.0.0.1:1:")
+            && stderr.contains("http://127.0.0.1:2:"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_address_anywhere_in_the_server_list_is_a_usage_error() {
+    // The first one works; the second must still be refused up front.
+    let gateway = Gateway::start(&[]).await;
+    let servers = format!("{},http://[x", gateway.url());
+    let out = output(&["log", "--server", &servers, "--service", "s", "hi"]).await;
+    let stderr = assert_usage_error(&out);
+    assert!(stderr.contains("http://[x"), "{stderr}");
+    assert!(history(&mut gateway.client().await).await.is_empty());
 }
 
 /// `loggate tail ARGS --history-only --output json` on `gateway`: the messages.

@@ -1,13 +1,18 @@
-//! `loggate log`: send one record, print its id.
+//! `loggate log`: send one record, print its id. With several `--server`
+//! gateways, a gateway that is down or answers UNAVAILABLE is followed by
+//! the next, with the same record id, so a retry never makes a second record
+//! for a consumer that deduplicates by id.
 
 use std::process::ExitCode;
 
-use super::{connect, Error};
+use tonic::Code;
+
+use super::{Error, Gateways};
 use crate::config::LogArgs;
 use crate::proto::v1 as pb;
 
 pub async fn run(args: LogArgs) -> Result<ExitCode, Error> {
-    let mut client = connect(&args.server).await?;
+    let gateways = Gateways::new(&args.server)?;
     let record = pb::LogRecord {
         service: args.service,
         node: args.node.unwrap_or_default(),
@@ -16,18 +21,38 @@ pub async fn run(args: LogArgs) -> Result<ExitCode, Error> {
         attributes: args.attributes.into_iter().collect(),
         trace_id: args.trace_id.unwrap_or_default(),
         span_id: args.span_id.unwrap_or_default(),
-        id: args.id.unwrap_or_default(),
+        // Chosen here rather than by the gateway so that every try carries it.
+        id: args.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         ..Default::default()
     };
-    let response = client
-        .log(pb::LogRequest {
-            record: Some(record),
-        })
-        .await
-        .map_err(|status| Error::Refused {
-            what: "the record was not accepted",
-            status,
-        })?;
+    // One call per gateway at most: each try starts at the gateway after the
+    // one that answered UNAVAILABLE, skipping those that cannot be reached.
+    let mut next = 0;
+    let mut calls_left = gateways.count();
+    let response = loop {
+        let (mut client, reached) = gateways.connect(next).await?;
+        calls_left -= 1;
+        let request = pb::LogRequest {
+            record: Some(record.clone()),
+        };
+        match client.log(request).await {
+            Ok(response) => break response,
+            Err(status) if status.code() == Code::Unavailable && calls_left > 0 => {
+                eprintln!(
+                    "loggate: {}: {} (UNAVAILABLE); trying the next gateway",
+                    gateways.address(reached),
+                    status.message()
+                );
+                next = reached + 1;
+            }
+            Err(status) => {
+                return Err(Error::Refused {
+                    what: "the record was not accepted",
+                    status,
+                })
+            }
+        }
+    };
     let response = response.into_inner();
     println!("{}", response.id);
     if response.spooled {

@@ -30,6 +30,9 @@ pub enum Error {
     /// Only the innermost cause is shown: tonic's chain repeats itself.
     #[error("cannot reach loggate at {server}: {cause}")]
     Unreachable { server: String, cause: String },
+    /// The TLS files were read but cannot be used (not PEM, no certificate).
+    #[error("cannot use the TLS settings for {server}: {cause}")]
+    Tls { server: String, cause: String },
     #[error("{what}: {} ({:?})", .status.message(), .status.code())]
     Refused {
         what: &'static str,
@@ -54,6 +57,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every gateway tried was unreachable: each one's cause, in order.
+    fn unreachable(mut causes: Vec<(String, String)>) -> Error {
+        if causes.len() == 1 {
+            let (server, cause) = causes.remove(0);
+            return Error::Unreachable { server, cause };
+        }
+        Error::Unreachable {
+            server: format!("any of the {} gateways", causes.len()),
+            cause: causes
+                .into_iter()
+                .map(|(server, cause)| format!("{server}: {cause}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
     /// Whether the command line is at fault (exit status 2, like clap's own
     /// usage errors) rather than something that happened while running (1).
     pub fn is_usage(&self) -> bool {
@@ -105,39 +124,89 @@ impl Interceptor for BearerToken {
     }
 }
 
-/// Connects to the gateway `server` names: over TLS for `https://` (with
-/// `--tls-ca` and an optional client certificate), with `--token` on every call.
-pub async fn connect(server: &ServerArg) -> Result<Client, Error> {
-    let address = &server.server;
-    let token = BearerToken::new(server.token.as_deref())?;
-    let mut endpoint =
-        Endpoint::from_shared(address.clone()).map_err(|source| Error::BadServer {
-            server: address.clone(),
-            source,
-        })?;
-    let tls = address.starts_with("https://");
-    if !tls && (server.tls_ca.is_some() || server.tls_cert.is_some()) {
-        return Err(Error::Usage(format!(
-            "--tls-ca and --tls-cert need an https:// --server, not {address:?}"
-        )));
+/// The `--server` gateways, checked and ready to connect to, in the order
+/// given.
+pub struct Gateways {
+    /// Each address as given (for messages) and its endpoint.
+    endpoints: Vec<(String, Endpoint)>,
+    token: BearerToken,
+}
+
+impl Gateways {
+    /// Checks every `--server` address (and the TLS files) before any is
+    /// tried, so a typo in the second one is not found only when the first
+    /// goes away.
+    pub fn new(server: &ServerArg) -> Result<Gateways, Error> {
+        let token = BearerToken::new(server.token.as_deref())?;
+        if server.servers.is_empty() {
+            return Err(Error::Usage("--server names no gateway".into()));
+        }
+        let any_tls = server.servers.iter().any(|s| s.starts_with("https://"));
+        if !any_tls && (server.tls_ca.is_some() || server.tls_cert.is_some()) {
+            return Err(Error::Usage(format!(
+                "--tls-ca and --tls-cert need an https:// --server, not {:?}",
+                server.servers.join(",")
+            )));
+        }
+        let tls = if any_tls {
+            Some(client_tls(server)?)
+        } else {
+            None
+        };
+        let endpoints = server
+            .servers
+            .iter()
+            .map(|address| Ok((address.clone(), endpoint(address, tls.as_ref())?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Gateways { endpoints, token })
     }
-    if tls {
-        endpoint = endpoint
-            .tls_config(client_tls(server)?)
-            .map_err(|source| Error::BadServer {
-                server: address.clone(),
-                source,
-            })?;
+
+    /// How many gateways there are to try (never zero).
+    pub fn count(&self) -> usize {
+        self.endpoints.len()
     }
-    let channel = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|error| Error::Unreachable {
-            server: address.clone(),
+
+    /// The `index`-th address, as given.
+    pub fn address(&self, index: usize) -> &str {
+        &self.endpoints[index % self.count()].0
+    }
+
+    /// Connects to the first gateway that answers, trying them in turn from
+    /// the `first`-th (wrapping round), and says which one it reached. A
+    /// gateway that is down costs one connect timeout, not the command.
+    pub async fn connect(&self, first: usize) -> Result<(Client, usize), Error> {
+        let mut unreachable = Vec::new();
+        for step in 0..self.count() {
+            let index = (first + step) % self.count();
+            let (address, endpoint) = &self.endpoints[index];
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    let client = LogGatewayClient::with_interceptor(channel, self.token.clone());
+                    return Ok((client, index));
+                }
+                Err(error) => unreachable.push((address.clone(), innermost(&error))),
+            }
+        }
+        Err(Error::unreachable(unreachable))
+    }
+}
+
+/// The endpoint for one `--server` address.
+fn endpoint(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Error> {
+    let bad_server = |source| Error::BadServer {
+        server: address.to_owned(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(address.to_owned()).map_err(bad_server)?;
+    if address.starts_with("https://") {
+        let tls = tls.cloned().unwrap_or_default();
+        // The files were read fine; what fails here is their content.
+        endpoint = endpoint.tls_config(tls).map_err(|error| Error::Tls {
+            server: address.to_owned(),
             cause: innermost(&error),
         })?;
-    Ok(LogGatewayClient::with_interceptor(channel, token))
+    }
+    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT))
 }
 
 /// The client's TLS: the given CA or the system's roots, and its identity.

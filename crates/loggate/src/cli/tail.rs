@@ -1,7 +1,8 @@
 //! `loggate tail`: follow records live or from the past, printed as text or
 //! JSON lines. Ctrl-C prints the token that resumes right after the last
 //! record shown; `--follow-reconnect` uses it by itself when the gateway goes
-//! away.
+//! away, and so does a tail given several `--server` gateways, at once, on
+//! the next one.
 //!
 //! Over 400 lines because a quarter of it is the unit tests of the text
 //! output's escaping; the code itself is one command.
@@ -15,7 +16,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use super::{connect, Error};
+use super::{Error, Gateways};
 use crate::config::{Output, TailArgs};
 use crate::proto::v1::{self as pb, tail_request::Start};
 use crate::record::{timestamp, Level, Record};
@@ -38,6 +39,11 @@ struct Position {
     began: OffsetDateTime,
     last_token: Option<String>,
     printed: u64,
+    /// The `--server` gateway to try first: the one the tail is on.
+    gateway: usize,
+    /// Tails that ended in a retryable error since one was last open; a tail
+    /// moves to the next gateway at once while some gateway is untried.
+    failures: usize,
 }
 
 pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
@@ -51,14 +57,30 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
         began: OffsetDateTime::now_utc(),
         last_token: None,
         printed: 0,
+        gateway: 0,
+        failures: 0,
     };
+    let gateways = Gateways::new(&args.server)?;
     let mut start = position.start.clone();
     loop {
-        match follow(&args, &mut position, start.take(), &mut interrupt).await {
+        match follow(
+            &args,
+            &gateways,
+            &mut position,
+            start.take(),
+            &mut interrupt,
+        )
+        .await
+        {
             Ended::Finished => return Ok(ExitCode::SUCCESS),
             Ended::Interrupted => {
                 hint(&position);
                 return Ok(ExitCode::SUCCESS);
+            }
+            Ended::Failed(error) if retryable(&error) && position.failures < gateways.count() => {
+                eprintln!("loggate: {error}; resuming on the next gateway");
+                position.gateway = (position.gateway + 1) % gateways.count();
+                start = resume_point(&position);
             }
             Ended::Failed(error) if args.follow_reconnect && retryable(&error) => {
                 eprintln!(
@@ -72,6 +94,8 @@ pub async fn run(args: TailArgs) -> Result<ExitCode, Error> {
                         return Ok(ExitCode::SUCCESS);
                     }
                 }
+                position.failures = 0;
+                position.gateway = (position.gateway + 1) % gateways.count();
                 start = resume_point(&position);
             }
             Ended::Failed(error) => {
@@ -110,6 +134,7 @@ fn resume_point(position: &Position) -> Option<Start> {
 
 async fn follow(
     args: &TailArgs,
+    gateways: &Gateways,
     position: &mut Position,
     start: Option<Start>,
     interrupt: &mut Signal,
@@ -133,19 +158,30 @@ async fn follow(
         history_only: args.history_only,
     };
     let opened = async {
-        let mut client = connect(&args.server).await?;
+        let (mut client, reached) = gateways.connect(position.gateway).await?;
+        position.gateway = reached;
         client.tail(request).await.map_err(|status| Error::Refused {
             what: "the tail was refused",
             status,
         })
     };
-    let mut stream = tokio::select! {
-        opened = opened => match opened {
-            Ok(response) => response.into_inner(),
-            Err(error) => return Ended::Failed(error),
-        },
+    let opened = tokio::select! {
+        opened = opened => opened,
         _ = interrupt.recv() => return Ended::Interrupted,
     };
+    let mut stream = match opened {
+        Ok(response) => response.into_inner(),
+        // Every gateway was tried: none is left to move to at once.
+        Err(error @ Error::Unreachable { .. }) => {
+            position.failures = gateways.count();
+            return Ended::Failed(error);
+        }
+        Err(error) => {
+            position.failures += 1;
+            return Ended::Failed(error);
+        }
+    };
+    position.failures = 0;
 
     let stdout = std::io::stdout();
     let colour = args.output == Output::Text && stdout.is_terminal();
@@ -158,10 +194,11 @@ async fn follow(
         let response = match next {
             None => return Ended::Finished,
             Some(Err(status)) => {
+                position.failures += 1;
                 return Ended::Failed(Error::Refused {
                     what: "the tail ended",
                     status,
-                })
+                });
             }
             Some(Ok(response)) => response,
         };
@@ -219,6 +256,7 @@ fn retryable(error: &Error) -> bool {
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::Internal
         ),
         Error::BadServer { .. }
+        | Error::Tls { .. }
         | Error::Output(_)
         | Error::File { .. }
         | Error::System(_)

@@ -12,8 +12,16 @@ use crate::record::Level;
 #[derive(Clone, Args)]
 pub struct ServerArg {
     /// The gateway's address: http://host:port, or https://host:port for TLS.
-    #[arg(long, env = "LOGGATE_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Several gateways, comma-separated or the flag repeated: the first that
+    /// answers is used, and a call or a tail moves to the next when its
+    /// gateway goes away.
+    #[arg(
+        long = "server",
+        env = "LOGGATE_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub servers: Vec<String>,
 
     /// Bearer token sent as `authorization: Bearer <token>` (see `loggate token new`).
     #[arg(long, env = "LOGGATE_TOKEN", hide_env_values = true)]
@@ -36,7 +44,7 @@ pub struct ServerArg {
 impl std::fmt::Debug for ServerArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerArg")
-            .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("tls_ca", &self.tls_ca)
             .field("tls_cert", &self.tls_cert)

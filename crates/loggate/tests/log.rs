@@ -3,7 +3,7 @@
 use lapin::types::{AMQPValue, LongString};
 use loggate::proto::v1 as pb;
 use loggate_testkit::{record, Gateway, Probe, SuspendedStream, WAIT};
-use tonic::{Code, Request};
+use tonic::{codec::CompressionEncoding, Code, Request};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
@@ -464,4 +464,22 @@ async fn a_call_waits_for_room_under_max_inflight_then_is_unavailable() {
         .log(log("after"))
         .await
         .expect("room again once the broker confirms");
+}
+
+#[tokio::test]
+async fn a_gzip_compressed_batch_is_accepted() {
+    let gateway = Gateway::start(&[]).await;
+    let mut probe = Probe::bind(&gateway.exchange, "#").await;
+    let records = vec![record("zipped", "one"), record("zipped", "two")];
+    let response = gateway
+        .client()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("a gzip request is accepted")
+        .into_inner();
+    assert_eq!(response.ids.len(), 2);
+    assert_eq!(probe.next_json().await["message"], "one");
+    assert_eq!(probe.next_json().await["message"], "two");
 }

@@ -15,7 +15,7 @@ use loggate::proto::otlp::{
 };
 use loggate::proto::v1 as pb;
 use loggate_testkit::{bearer, history, principal, AuthFile, Gateway, Probe};
-use tonic::{transport::Channel, Code};
+use tonic::{codec::CompressionEncoding, transport::Channel, Code};
 
 const TRACE: [u8; 16] = [
     0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36,
@@ -671,4 +671,47 @@ async fn reflection_lists_and_describes_the_logs_service() {
             "{name}: {answer:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_gzip_compressed_export_is_accepted() {
+    let gateway = Gateway::start(&[]).await;
+    let response = client(&gateway)
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .export(request(vec![resource_logs(
+            service("zipped"),
+            vec![message("squeezed")],
+        )]))
+        .await
+        .expect("a gzip request is accepted")
+        .into_inner();
+    assert_eq!(response.partial_success, None);
+    let records = tailed(&gateway).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].message, "squeezed");
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_by_its_inflated_size_and_the_gateway_serves_on() {
+    let gateway = Gateway::start(&[]).await;
+    // ~100 KiB on the wire, 80 MiB inflated: past the 64 MiB request bound.
+    let huge = "a".repeat(80 * 1024 * 1024);
+    let refused = client(&gateway)
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .export(request(vec![resource_logs(
+            service("bomb"),
+            vec![message(&huge)],
+        )]))
+        .await
+        .expect_err("inflates past the bound");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(tailed(&gateway).await.is_empty());
+    export(
+        &gateway,
+        request(vec![resource_logs(service("after"), vec![message("fine")])]),
+    )
+    .await;
+    assert_eq!(tailed(&gateway).await.len(), 1);
 }

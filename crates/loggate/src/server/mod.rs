@@ -11,6 +11,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     body::Body,
+    codec::CompressionEncoding,
     codegen::{http, Context, Poll, Service},
     server::NamedService,
     service::{interceptor::InterceptedService, Routes},
@@ -210,13 +211,19 @@ fn build_services(
     // OTLP/gRPC logs in: the same gateway behind the same authentication.
     let otlp = InterceptedService::new(
         LogsServiceServer::from_arc(Arc::clone(&gateway))
+            // The Collector's otlp exporter compresses by default. tonic
+            // bounds the inflated size by the same limit, so a small
+            // compressed request cannot inflate past it.
+            .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         authenticate.clone(),
     );
     let gateway = TailApart {
         tail: InterceptedService::new(TailService::new(Arc::clone(&gateway)), authenticate.clone()),
         other: InterceptedService::new(
-            LogGatewayServer::from_arc(gateway).max_decoding_message_size(MAX_REQUEST_BYTES),
+            LogGatewayServer::from_arc(gateway)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
             authenticate,
         ),
     };

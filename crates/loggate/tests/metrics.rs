@@ -822,3 +822,198 @@ async fn otlp_exports_are_counted_with_their_rejected_records() {
     assert_eq!(delta("loggate_records_total", &taken("Export")), 2.0);
     assert_eq!(delta("loggate_otlp_records_rejected_total", &[]), 1.0);
 }
+
+/// `--metrics-listen` on a free port for a gateway that may not be SERVING:
+/// returns once `/healthz` answers.
+async fn unready_gateway(args: &[&str]) -> (Child, String, String) {
+    let metrics = free_address();
+    let mut all = vec!["--metrics-listen", metrics.as_str()];
+    all.extend_from_slice(args);
+    let (child, url) = serve_process(&all).await;
+    eventually_async("/healthz answers", || async {
+        try_get(&metrics, "/healthz")
+            .await
+            .is_ok_and(|answer| answer.status == 200)
+    })
+    .await;
+    (child, url, metrics)
+}
+
+#[tokio::test]
+async fn spool_gauges_and_the_drained_counter_follow_the_spool() {
+    const RECORDS: usize = 7;
+    let vhost = Vhost::create();
+    vhost.revoke();
+    let spool = std::env::temp_dir().join(unique("spool"));
+    let spool = spool.to_str().expect("a UTF-8 temp path");
+    let url_of_vhost = vhost.url();
+    let (_gateway, url, metrics) = unready_gateway(&[
+        "--amqp-url",
+        &url_of_vhost,
+        "--spool-dir",
+        spool,
+        "--broker-wait",
+        "300ms",
+    ])
+    .await;
+    let pending = |scrape: &Scrape| {
+        (
+            scrape.value("loggate_spool_pending_records", &[]),
+            scrape.value("loggate_spool_pending_bytes", &[]),
+            scrape.value("loggate_spool_drained_records_total", &[]),
+        )
+    };
+    assert_eq!(pending(&scrape(&metrics).await), (0.0, 0.0, 0.0));
+
+    let mut client = client(&url).await;
+    let records = (0..RECORDS)
+        .map(|i| record("spooled", &format!("s{i}")))
+        .collect();
+    let answer = client
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect("spooled")
+        .into_inner();
+    assert!(answer.spooled);
+    let (records, bytes, drained) = pending(&scrape(&metrics).await);
+    assert_eq!((records, drained), (RECORDS as f64, 0.0));
+    assert!(bytes > 0.0, "the spooled entries take bytes: {bytes}");
+
+    vhost.grant();
+    eventually_async("the spool drains", || async {
+        pending(&scrape(&metrics).await) == (0.0, 0.0, RECORDS as f64)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(spool);
+}
+
+#[tokio::test]
+async fn a_follower_the_hub_lets_go_is_counted_as_a_detach() {
+    // The setting of tail.rs's slow-follower test: one that reads nothing
+    // behind a 1 KiB HTTP/2 window, far more records than its buffers hold.
+    const RECORDS: usize = 3_000;
+    let (exchange, history, _names) = fresh_names();
+    let (_gateway, url, metrics) = gateway(&[
+        "--exchange",
+        &exchange,
+        "--history-queue",
+        &history,
+        "--tail-hub-queue",
+        "64",
+        "--tail-buffer",
+        "1",
+    ])
+    .await;
+    let tiny_window = Channel::from_shared(url.clone())
+        .expect("url")
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    let mut slow = LogGatewayClient::new(tiny_window)
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner();
+    let tails = |scrape: &Scrape| {
+        (
+            scrape.value("loggate_tails_active", &[("kind", "hub")]),
+            scrape.value("loggate_tails_active", &[("kind", "own")]),
+        )
+    };
+    eventually_async("the tail joins the hub", || async {
+        scrape(&metrics)
+            .await
+            .value("loggate_tails_active", &[("kind", "hub")])
+            == 1.0
+    })
+    .await;
+    assert_eq!(
+        scrape(&metrics)
+            .await
+            .value("loggate_hub_detaches_total", &[]),
+        0.0
+    );
+
+    let mut client = client(&url).await;
+    for chunk in 0..RECORDS / 100 {
+        let records = (0..100)
+            .map(|i| record("m", &format!("m{chunk}-{i}")))
+            .collect();
+        client
+            .log_batch(pb::LogBatchRequest { records })
+            .await
+            .expect("taken");
+    }
+    eventually_async("the hub lets the slow follower go", || async {
+        scrape(&metrics)
+            .await
+            .value("loggate_hub_detaches_total", &[])
+            == 1.0
+    })
+    .await;
+    // It moves to a consumer of its own when it next asks for a record.
+    let mut read = 0;
+    while read < RECORDS {
+        let response = tokio::time::timeout(WAIT, slow.message())
+            .await
+            .expect("records keep coming")
+            .expect("no error")
+            .expect("open");
+        if let Some(pb::tail_response::Event::Record(_)) = response.event {
+            read += 1;
+        }
+    }
+    let after = scrape(&metrics).await;
+    assert_eq!(
+        tails(&after),
+        (0.0, 1.0),
+        "counted once, as a tail of its own"
+    );
+    assert_eq!(after.value("loggate_hub_detaches_total", &[]), 1.0);
+}
+
+#[tokio::test]
+async fn foreign_messages_on_the_stream_are_counted_as_skipped() {
+    let (exchange, history, _names) = fresh_names();
+    let (_gateway, url, metrics) =
+        gateway(&["--exchange", &exchange, "--history-queue", &history]).await;
+    let skipped = |scrape: &Scrape| {
+        scrape.value(
+            "loggate_stream_messages_skipped_total",
+            &[("reason", "invalid")],
+        )
+    };
+    assert_eq!(skipped(&scrape(&metrics).await), 0.0);
+    // Read by a from-the-start tail, which ends once it has seen the lot.
+    loggate_testkit::publish_raw(&exchange, "x.info", "application/json", b"not a record").await;
+    loggate_testkit::publish_raw(&exchange, "x.info", "application/json", b"{\"id\":1}").await;
+    let mut client = client(&url).await;
+    client
+        .log(pb::LogRequest {
+            record: Some(record("x", "a real one")),
+        })
+        .await
+        .expect("taken");
+    let mut tail = client
+        .tail(pb::TailRequest {
+            start: Some(pb::tail_request::Start::FromBeginning(true)),
+            history_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut records = 0;
+    while let Some(response) = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .expect("the history-only tail ends")
+        .expect("no error")
+    {
+        if let Some(pb::tail_response::Event::Record(_)) = response.event {
+            records += 1;
+        }
+    }
+    assert_eq!(records, 1);
+    assert_eq!(skipped(&scrape(&metrics).await), 2.0);
+}

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Ship structured log records to loggate and follow them live.
+"""Ship structured log records to loggate and follow them live, with the raw
+gRPC stubs (`loggate.v1`): the calls any gRPC client makes. For the
+convenient client and the logging handler, see README.md.
 
-Generate the stubs first (./generate.sh), then:
+Install the package first (pip install ./clients/python: it carries the
+stubs), then:
 
     python example.py --server 127.0.0.1:50051 --service checkout
 
@@ -80,9 +83,7 @@ def run(stub, service, metadata=()):
                 for step in (1, 2, 3)
             ]
         )
-        batch_response = stub.LogBatch(
-            batch, timeout=CALL_TIMEOUT, metadata=metadata
-        )
+        batch_response = stub.LogBatch(batch, timeout=CALL_TIMEOUT, metadata=metadata)
         print(f"LogBatch ids: {', '.join(batch_response.ids)}")
 
         expected = 1 + len(batch_response.ids)

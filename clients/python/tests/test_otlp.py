@@ -7,7 +7,7 @@ records are read back with the gateway's Tail (every mapped field) and with
 an AMQP consumer bound to the gateway's exchange (the routing key). Partial
 success is checked with the OTLP stubs the exporter itself is built on.
 
-The gateway fixtures come from test_example.py.
+The gateway fixture comes from conftest.py.
 """
 
 import logging
@@ -17,6 +17,7 @@ import uuid
 import grpc
 import pika
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1 import (
     logs_service_pb2,
     logs_service_pb2_grpc,
@@ -24,14 +25,12 @@ from opentelemetry.proto.collector.logs.v1 import (
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from loggate.v1 import loggate_pb2
-from test_example import (
+from gatewaykit import (
     AMQP_BASE,
     CALL_TIMEOUT,
     attach_tail,
@@ -39,12 +38,7 @@ from test_example import (
     take,
     unique_service,
 )
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    with running_gateway() as gateway:
-        yield gateway
+from loggate.v1 import loggate_pb2
 
 
 class Routed:
@@ -176,19 +170,13 @@ def test_a_bad_record_is_counted_in_partial_success_and_the_rest_published(gatew
         resource_logs=[
             logs_pb2.ResourceLogs(
                 resource=resource_pb2.Resource(
-                    attributes=[
-                        common_pb2.KeyValue(
-                            key="service.name", value=any_string(service)
-                        )
-                    ]
+                    attributes=[common_pb2.KeyValue(key="service.name", value=any_string(service))]
                 ),
                 scope_logs=[
                     logs_pb2.ScopeLogs(
                         log_records=[
                             logs_pb2.LogRecord(body=any_string("kept 1")),
-                            logs_pb2.LogRecord(
-                                body=any_string("bad"), trace_id=b"\x01" * 5
-                            ),
+                            logs_pb2.LogRecord(body=any_string("bad"), trace_id=b"\x01" * 5),
                             logs_pb2.LogRecord(
                                 body=common_pb2.AnyValue(
                                     kvlist_value=common_pb2.KeyValueList(
@@ -225,7 +213,5 @@ def test_export_is_refused_without_credentials_on_a_gateway_with_auth(tmp_path):
     with running_gateway("--auth-file", str(auth_file)) as gateway:
         stub = logs_service_pb2_grpc.LogsServiceStub(gateway.channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Export(
-                logs_service_pb2.ExportLogsServiceRequest(), timeout=CALL_TIMEOUT
-            )
+            stub.Export(logs_service_pb2.ExportLogsServiceRequest(), timeout=CALL_TIMEOUT)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

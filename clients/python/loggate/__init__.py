@@ -1,1 +1,0 @@
-"""Generated loggate client stubs live in loggate/v1 (run generate.sh)."""

@@ -106,9 +106,19 @@ def test_records_arrive_with_level_logger_extra_exception_and_trace_ids(gateway)
     assert warning.trace_id == format(context.trace_id, "032x")
     assert warning.span_id == format(context.span_id, "016x")
     assert debug.trace_id == "" and debug.span_id == ""  # no span active
-    assert error.attributes["exception"].startswith("Traceback (most recent call last)")
-    assert error.attributes["exception"].endswith("ZeroDivisionError: division by zero")
-    assert "exception" not in fatal.attributes
+    # OpenTelemetry's names for an exception, as the Node client writes them.
+    assert error.attributes["exception.type"] == "ZeroDivisionError"
+    assert error.attributes["exception.message"] == "division by zero"
+    stacktrace = error.attributes["exception.stacktrace"]
+    assert stacktrace.startswith("Traceback (most recent call last)")
+    assert stacktrace.endswith("ZeroDivisionError: division by zero")
+    assert sorted(error.attributes) == [
+        "exception.message",
+        "exception.stacktrace",
+        "exception.type",
+        "logger",
+    ]
+    assert not any(k.startswith("exception") for k in fatal.attributes)
     assert fatal.attributes["stack"].startswith("Stack (most recent call last)")
     assert "test_records_arrive_with_level" in fatal.attributes["stack"]
     for record in records:
@@ -118,21 +128,31 @@ def test_records_arrive_with_level_logger_extra_exception_and_trace_ids(gateway)
     assert handler.stats().sent == 7
 
 
-def test_oversized_fields_are_cut_and_the_record_arrives(gateway):
+def test_oversized_fields_are_cut_noted_and_the_record_arrives(gateway):
     service = unique_service("pytest-handler-big")
     tail = attach_tail(gateway.stub, services=[service])
     handler = LoggateHandler(service, target=gateway.address)
     logger = handler_logger(handler)
-    extra = {f"field{i}": i for i in range(100)}
-    extra["k" * 200] = "v" * 10000
+    extra = {"big": "é" * 5000, "k" * 129: "long key"}  # 10,000 bytes; 129 characters
+    extra.update({f"field{i}": i for i in range(100)})
     try:
-        logger.info("x" * 100_000, extra=extra)
+        logger.info("é" * 40000, extra=extra)  # 80,000 bytes
         assert handler.flush(10)
     finally:
         handler.close()
     (record,) = take(tail, 1)
-    assert len(record.message.encode()) <= 64 * 1024
-    assert len(record.attributes) == 64
+    # Cut at a character boundary to 64 KiB, and said so (no marker).
+    assert record.message == "é" * 32768
+    attributes = dict(record.attributes)
+    assert len(attributes) == 64
+    assert attributes["loggate.message_truncated"] == "true"
+    assert attributes["big"] == "é" * 4096  # 8 KiB
+    assert attributes["loggate.attributes_truncated"] == "1"
+    # logger, big and field0..field58 kept, with the three notes; the long
+    # key and field59..field99 dropped.
+    assert {k for k in attributes if k.startswith("field")} == {f"field{i}" for i in range(59)}
+    assert attributes["loggate.attributes_dropped"] == str(1 + 41)
+    assert not any(k.startswith("kkk") for k in attributes)
     assert handler.stats().failed == 0
 
 

@@ -25,6 +25,12 @@ MAX_KEY_CHARS = 128
 MAX_VALUE_BYTES = 8 * 1024
 MAX_NODE_CHARS = 128
 SERVICE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# What was cut or dropped to make a record fit, noted in the attributes the
+# gateway's own OTLP mapping (README, "OTLP") and the Node client write.
+MESSAGE_TRUNCATED = "loggate.message_truncated"
+ATTRIBUTES_DROPPED = "loggate.attributes_dropped"
+ATTRIBUTES_TRUNCATED = "loggate.attributes_truncated"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -111,12 +117,14 @@ def clean_text(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def fit_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+def fit_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> tuple[str, bool]:
+    """`message` cut to at most `limit` bytes of UTF-8, on a character
+    boundary, and whether it was cut (then the record gets the attribute
+    ``loggate.message_truncated`` = ``"true"``: see `fit_attributes`)."""
     message = clean_text(message)
     if len(message) * 4 <= limit or len(message.encode("utf-8")) <= limit:
-        return message
-    marker = " …[cut]"
-    return cut_utf8(message, limit - len(marker.encode("utf-8"))) + marker
+        return message, False
+    return cut_utf8(message, limit), True
 
 
 def fit_node(node: str) -> str:
@@ -129,41 +137,63 @@ def check_service(service: str) -> str:
     return service
 
 
-def fit_attributes(attributes: Mapping[str, Any], record: Optional[LogRecord] = None) -> LogRecord:
-    """Sets `attributes` (values made strings) on `record` within the limits:
-    keys cut to 128 characters (empty ones skipped), values to 8 KiB, at most
-    64 entries (the first ones kept; when some are left out the last slot says
-    how many: ``attributes_dropped``)."""
-    if record is None:
-        record = LogRecord()
-    target = record.attributes
-    items = list(attributes.items())
-    room = MAX_ATTRIBUTES if len(items) <= MAX_ATTRIBUTES else MAX_ATTRIBUTES - 1
-    left_out = 0
-    for key, value in items:
-        key = clean_text(str(key))[:MAX_KEY_CHARS]
-        if not key:
-            left_out += 1
+def fit_attributes(attributes: Mapping[str, Any], message_cut: bool = False) -> dict[str, str]:
+    """`attributes` (keys and values made strings) within the gateway's
+    limits, with the notes the gateway's OTLP mapping and the Node client
+    write on what was lost:
+
+    - a key that is empty or over 128 characters, or repeated (once made a
+      string), is dropped; past 64 entries the rest are dropped (the first
+      ones kept): counted in ``loggate.attributes_dropped``;
+    - a value over 8 KiB of UTF-8 is cut on a character boundary: counted in
+      ``loggate.attributes_truncated``;
+    - with `message_cut`, ``loggate.message_truncated`` = ``"true"``.
+
+    The notes take places of the 64 too: the last attributes make room for
+    them (and are counted as dropped)."""
+    out: dict[str, str] = {}
+    cut: set[str] = set()
+    dropped = 0
+    for key, value in attributes.items():
+        key = clean_text(key if type(key) is str else _text(key))
+        if not key or len(key) > MAX_KEY_CHARS or key in out or len(out) >= MAX_ATTRIBUTES:
+            dropped += 1
             continue
-        if key not in target and len(target) >= room:
-            left_out += 1
-            continue
-        target[key] = fit_value(value)
-    if left_out:
-        target["attributes_dropped"] = str(left_out)
-    return record
+        text, was_cut = fit_value(value)
+        out[key] = text
+        if was_cut:
+            cut.add(key)
+    while True:
+        notes = int(message_cut) + int(dropped > 0) + int(bool(cut))
+        if len(out) + notes <= MAX_ATTRIBUTES:
+            break
+        key, _ = out.popitem()  # the last one in
+        cut.discard(key)
+        dropped += 1
+    if message_cut:
+        out[MESSAGE_TRUNCATED] = "true"
+    if dropped:
+        out[ATTRIBUTES_DROPPED] = str(dropped)
+    if cut:
+        out[ATTRIBUTES_TRUNCATED] = str(len(cut))
+    return out
 
 
-def fit_value(value: Any) -> str:
-    if not isinstance(value, str):
-        try:
-            value = str(value)
-        except Exception as err:  # a __str__ that raises must not lose the record
-            value = f"<unprintable {type(value).__name__}: {type(err).__name__}>"
-    value = clean_text(value)
+def _text(value: Any) -> str:
+    """``str(value)``; a ``__str__`` that raises must not lose the record."""
+    try:
+        return str(value)
+    except Exception as err:
+        return f"<unprintable {type(value).__name__}: {type(err).__name__}>"
+
+
+def fit_value(value: Any) -> tuple[str, bool]:
+    """`value` as a string cut to 8 KiB of UTF-8, and whether it was cut."""
+    value = clean_text(value if isinstance(value, str) else _text(value))
     if len(value) * 4 <= MAX_VALUE_BYTES:
-        return value
-    return cut_utf8(value, MAX_VALUE_BYTES)
+        return value, False
+    text = cut_utf8(value, MAX_VALUE_BYTES)
+    return text, len(text) < len(value)
 
 
 TimeArg = Union[_dt.datetime, float, int, None]
@@ -203,19 +233,21 @@ def make_record(
 
     ``id`` defaults to a fresh UUIDv7, so that a retry (on another gateway,
     say) carries the same id and a deduplicating consumer sees it once. The
-    message and attributes are cut to the gateway's limits; ``service`` is
-    checked (ValueError)."""
+    message and attributes are made to fit the gateway's limits, what was cut
+    or dropped noted in ``loggate.*`` attributes (see `fit_message` and
+    `fit_attributes`); ``service`` is checked (ValueError)."""
+    message, message_cut = fit_message(message)
     record = LogRecord(
         service=check_service(service),
         node=fit_node(node) if node else "",
         level=Level.parse(level),
-        message=fit_message(message),
+        message=message,
         trace_id=trace_id,
         span_id=span_id,
         id=id or new_id(),
     )
-    if attributes:
-        fit_attributes(attributes, record)
+    if attributes or message_cut:
+        record.attributes.update(fit_attributes(attributes or {}, message_cut))
     set_time(record, time)
     return record
 
@@ -235,6 +267,20 @@ def exception_text(exc_info: Any) -> str:
     return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
 
 
+def exception_type(cls: Any) -> str:
+    """An exception class's qualified name as its traceback's last line
+    shows it: ``ValueError``, ``json.decoder.JSONDecodeError``,
+    ``app.Order.Invalid`` (the module left out for ``builtins`` and
+    ``__main__``)."""
+    name = getattr(cls, "__qualname__", None) or getattr(cls, "__name__", None)
+    if not isinstance(name, str):
+        return _text(cls)
+    module = getattr(cls, "__module__", None)
+    if isinstance(module, str) and module not in ("builtins", "__main__"):
+        return f"{module}.{name}"
+    return name
+
+
 def from_logging(
     record: logging.LogRecord,
     message: str,
@@ -245,14 +291,22 @@ def from_logging(
 ) -> LogRecord:
     """Converts a `logging` record whose message is already rendered.
 
-    Attributes, in order of precedence when the limit cuts: ``logger``,
-    ``exception`` (the formatted exc_info), ``stack`` (stack_info), then the
-    ``extra`` fields in the order they were given."""
+    Attributes, in order of precedence when the limit cuts: ``logger``, then
+    OpenTelemetry's ``exception.type`` (`exception_type`),
+    ``exception.message`` (``str()`` of the exception) and
+    ``exception.stacktrace`` (the formatted exc_info), ``stack``
+    (stack_info), then the ``extra`` fields in the order they were given.
+    A message over `max_message_bytes` is cut (`fit_message`); what did not
+    fit is noted as `fit_attributes` says."""
     attributes: dict[str, Any] = {"logger": record.name}
-    if record.exc_info and record.exc_info[0] is not None:
-        attributes["exception"] = record.exc_text or exception_text(record.exc_info)
-    elif record.exc_text:
-        attributes["exception"] = record.exc_text
+    exc_info = record.exc_info
+    if exc_info and exc_info[0] is not None:
+        attributes["exception.type"] = exception_type(exc_info[0])
+        if exc_info[1] is not None:
+            attributes["exception.message"] = exc_info[1]  # str() by the fitting
+        attributes["exception.stacktrace"] = record.exc_text or exception_text(exc_info)
+    elif record.exc_text:  # formatted, the exception gone (a pickled record)
+        attributes["exception.stacktrace"] = record.exc_text
     if record.stack_info:
         attributes["stack"] = record.stack_info
     fields = record.__dict__
@@ -260,16 +314,21 @@ def from_logging(
         for key, value in fields.items():
             if key not in STANDARD_ATTRIBUTES and key not in attributes:
                 attributes[key] = value
-    attributes = _fit_attributes_fast(attributes)
+    message_cut = False
     if len(message) * 4 > max_message_bytes:
-        message = fit_message(message, max_message_bytes)
+        message, message_cut = fit_message(message, max_message_bytes)
+    fitted = None if message_cut else _fit_attributes_fast(attributes)
+    cleaned = fitted is None
+    if fitted is None:
+        fitted = fit_attributes(attributes, message_cut)
 
     try:
-        return _build(record, message, attributes, service, node, span)
+        return _build(record, message, fitted, service, node, span)
     except (UnicodeError, ValueError):
         # A lone surrogate somewhere: protobuf will not encode it.
-        attributes = {clean_text(k): clean_text(v) for k, v in attributes.items()}
-        return _build(record, clean_text(message), attributes, service, node, span)
+        if not cleaned:
+            fitted = fit_attributes(fitted)  # cleans keys and values
+        return _build(record, clean_text(message), fitted, service, node, span)
 
 
 def _build(
@@ -306,16 +365,22 @@ def _build(
     return out
 
 
-def _fit_attributes_fast(attributes: dict[str, Any]) -> dict[str, str]:
-    """`fit_attributes`, quicker for the usual few short string values."""
-    if len(attributes) <= MAX_ATTRIBUTES:
-        out = {}
-        for key, value in attributes.items():
-            if type(key) is not str or not key or len(key) > MAX_KEY_CHARS:
-                break
-            if type(value) is not str or len(value) * 4 > MAX_VALUE_BYTES:
-                value = fit_value(value)
-            out[key] = value
-        else:
-            return out
-    return dict(fit_attributes(attributes).attributes)
+def _fit_attributes_fast(attributes: dict[str, Any]) -> Optional[dict[str, str]]:
+    """The usual few short attributes as strings, when they fit as they are
+    (nothing to cut, drop or note: else None, for `fit_attributes`); lone
+    surrogates are left in (the caller cleans if protobuf refuses one)."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        return None
+    out = {}
+    for key, value in attributes.items():
+        if type(key) is not str or not key or len(key) > MAX_KEY_CHARS:
+            return None
+        if type(value) is not str:
+            value = _text(value)
+        if (
+            len(value) * 4 > MAX_VALUE_BYTES
+            and len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES
+        ):
+            return None
+        out[key] = value
+    return out

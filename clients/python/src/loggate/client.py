@@ -129,8 +129,11 @@ class Client:
         ``level`` is a `Level` or a name (``"warn"``); ``attributes`` values
         become strings; ``time`` is a datetime or epoch seconds (default: the
         gateway's receive time); ``id`` defaults to a fresh UUIDv7, kept on a
-        retry. Raises `LoggateError` (INVALID_ARGUMENT names the bad field;
-        UNAVAILABLE after every gateway was tried)."""
+        retry. The message and attributes are made to fit the gateway's
+        default limits, what was cut or dropped noted in ``loggate.*``
+        attributes (as `make_record` does). Raises `LoggateError`
+        (INVALID_ARGUMENT names the bad field; UNAVAILABLE after every
+        gateway was tried)."""
         record = make_record(
             service,
             message,

@@ -661,12 +661,18 @@ class LoggateHandler(logging.Handler):
     Each record becomes a loggate record: ``record.created`` is its time, the
     level maps as in `level_of`, the message is ``record.getMessage()`` (or the
     handler's formatter's output, when one is set), and the attributes are
-    ``logger`` (``record.name``), ``exception`` (from ``exc_info``), ``stack``
-    (``stack_info``) and every ``extra={...}`` field, as strings. With
-    ``opentelemetry-api`` installed (``pip install loggate[otel]``), the span
-    active at the call fills ``trace_id``/``span_id``. Messages over 64 KiB
-    and attributes over the gateway's limits are cut, so the gateway does not
-    refuse the record.
+    ``logger`` (``record.name``), OpenTelemetry's ``exception.type``,
+    ``exception.message`` and ``exception.stacktrace`` (from ``exc_info``),
+    ``stack`` (``stack_info``) and every ``extra={...}`` field, as strings.
+    With ``opentelemetry-api`` installed (``pip install loggate[otel]``), the
+    span active at the call fills ``trace_id``/``span_id``. The record is made
+    to fit the gateway's limits, so the gateway does not refuse it, and says
+    what it lost as the gateway's OTLP mapping and the Node client do: a
+    message over ``max_message_bytes`` is cut on a character boundary
+    (``loggate.message_truncated`` = ``"true"``); keys that are empty or over
+    128 characters, and attributes past 64, are dropped
+    (``loggate.attributes_dropped`` = how many); values over 8 KiB are cut
+    (``loggate.attributes_truncated`` = how many).
 
     The message is rendered in the sender thread, not in the caller: an
     argument mutated right after the logging call may show its new value.
@@ -691,8 +697,9 @@ class LoggateHandler(logging.Handler):
         max_backoff: the longest wait between two retries, in seconds.
         answer_timeout: a stream with a request unanswered this long is
             taken for dead and replaced.
-        max_message_bytes: messages are cut to this many bytes of UTF-8:
-            the gateway's ``--max-message-bytes`` (64 KiB by default).
+        max_message_bytes: messages are cut to this many bytes of UTF-8
+            (and marked ``loggate.message_truncated``): the gateway's
+            ``--max-message-bytes`` (64 KiB by default).
         options: extra gRPC channel options.
     """
 

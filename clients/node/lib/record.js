@@ -331,7 +331,13 @@ function sanitize(record, defaults, maxMessageBytes = LIMITS.maxMessageBytes) {
     messageCut = true;
   }
 
-  const state = { attributes: Object.create(null), count: 0, dropped: 0, truncated: 0 };
+  const state = {
+    attributes: Object.create(null),
+    count: 0,
+    dropped: 0,
+    truncated: 0,
+    cutKeys: new Set(),
+  };
   const source = record.attributes;
   if (source instanceof Map) {
     for (const [key, value] of source) addAttribute(state, key, value);
@@ -339,8 +345,7 @@ function sanitize(record, defaults, maxMessageBytes = LIMITS.maxMessageBytes) {
     for (const key in source) if (hasOwn.call(source, key)) addAttribute(state, key, source[key]);
   }
   const attributes = state.attributes;
-  let { count, dropped } = state;
-  const truncated = state.truncated;
+  let { count, dropped, truncated } = state;
   // The notes take slots too: make room for them within the 64.
   for (;;) {
     const notes = (messageCut ? 1 : 0) + (dropped ? 1 : 0) + (truncated ? 1 : 0);
@@ -349,6 +354,8 @@ function sanitize(record, defaults, maxMessageBytes = LIMITS.maxMessageBytes) {
     delete attributes[last];
     count--;
     dropped++;
+    // A cut value that is then dropped is counted once, as dropped.
+    if (state.cutKeys.has(last)) truncated--;
   }
   if (messageCut) attributes[MESSAGE_TRUNCATED] = "true";
   if (dropped) attributes[ATTRIBUTES_DROPPED] = String(dropped);
@@ -392,6 +399,7 @@ function addAttribute(state, rawKey, rawValue) {
   if (cut !== null) {
     value = cut;
     state.truncated++;
+    state.cutKeys.add(key);
   }
   state.attributes[key] = value;
   state.count++;

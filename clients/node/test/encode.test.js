@@ -60,3 +60,15 @@ test("pre-encoded records decode to what was sanitized", () => {
     assert.equal(Number(got.time?.nanos ?? 0), want.time.nanos);
   });
 });
+
+test("a cut value that is then dropped to make room for the notes is not counted as cut", () => {
+  const attributes = {};
+  for (let i = 0; i < 63; i++) attributes[`k${i}`] = "v";
+  attributes.long = "x".repeat(9000);
+  const wire = sanitize({ service: "svc", message: "m".repeat(70000), attributes }, { service: "svc", node: "host" });
+  assert.equal(Object.keys(wire.attributes).length, 64);
+  assert.equal(wire.attributes["loggate.message_truncated"], "true");
+  assert.equal(wire.attributes["loggate.attributes_dropped"], "2");
+  assert.equal(wire.attributes["loggate.attributes_truncated"], undefined);
+  assert.equal(wire.attributes.long, undefined);
+});

@@ -1,0 +1,230 @@
+// loggate's web page in headless Chromium against a real gateway: what a
+// person sees when records are logged with the CLI.
+import { createHash } from "node:crypto";
+import { writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { test as base, expect } from "@playwright/test";
+
+import { createVhost, freePort, startGateway } from "./gateway.mjs";
+
+/** Each test: a vhost, a gateway in it with its page, and the page opened. */
+const test = base.extend({
+  vhost: async ({}, use) => {
+    const vhost = await createVhost();
+    await use(vhost);
+    await vhost.delete();
+  },
+  webPort: async ({}, use) => use(await freePort()),
+  gatewayFlags: [[], { option: true }],
+  gateway: async ({ vhost, webPort, gatewayFlags }, use) => {
+    const gateway = await startGateway({ amqpUrl: vhost.url, webPort, extra: gatewayFlags });
+    await use(gateway);
+    await gateway.stop();
+  },
+  dialogs: async ({ page }, use) => {
+    // Any alert() the page runs is a failure: recorded and dismissed.
+    const dialogs = [];
+    page.on("dialog", (dialog) => {
+      dialogs.push(dialog.message());
+      dialog.dismiss().catch(() => {});
+    });
+    await use(dialogs);
+  },
+});
+
+/** A service name of this test's own. */
+const service = (what) => `${what}${Math.floor(Math.random() * 1e9)}`;
+
+/** The messages of the rows in the DOM, top to bottom. */
+async function shownMessages(page) {
+  return page.locator(".row:not([hidden]) .message").allTextContents();
+}
+
+/** Waits until the page's tail is open. */
+async function live(page) {
+  await expect(page.locator("#conn")).toHaveAttribute("data-state", "live");
+}
+
+async function screenshot(page, testInfo, name = "page.png") {
+  await page.screenshot({ path: testInfo.outputPath(name) });
+}
+
+test("a filter shows exactly the matching records, in order", async ({
+  page,
+  gateway,
+}, testInfo) => {
+  const [billing, checkout] = [service("billing"), service("checkout")];
+  await page.goto(gateway.web);
+  await live(page);
+  await page.keyboard.press("/");
+  await expect(page.locator("#f-service")).toBeFocused();
+  await page.keyboard.type(`${billing}, ${checkout}`);
+  await page.locator("#f-level").selectOption("warn");
+  await page.locator("#f-service").press("Enter");
+  await live(page);
+  await gateway.log(billing, "card declined", { level: "error", node: "pod-3", attrs: { order: "42" } });
+  await gateway.log(billing, "too quiet: info", { level: "info" });
+  await gateway.log(service("other"), "other service", { level: "error" });
+  await gateway.log(checkout, "slow payment", { level: "warn", node: "pod-7" });
+  await gateway.log(checkout, "too quiet: debug", { level: "debug" });
+  await gateway.log(billing, "last one", { level: "fatal" });
+  // Records arrive in stream order: once the last is shown, all are.
+  await expect(page.locator(".row:not([hidden]) .message").last()).toHaveText("last one");
+  expect(await shownMessages(page)).toEqual(["card declined", "slow payment", "last one"]);
+  await expect(page.locator("#count")).toHaveText("3 records");
+  const levels = await page.locator(".row:not([hidden]) .level").allTextContents();
+  expect(levels).toEqual(["error", "warn", "fatal"]);
+  await expect(page.locator(".row:not([hidden]) .level").first()).toHaveClass(/lv-error/);
+  // A click shows every field and attribute.
+  await page.locator(".row", { hasText: "card declined" }).click();
+  await expect(page.locator("#fields")).toContainText("pod-3");
+  await expect(page.locator("#attributes")).toContainText("order");
+  await expect(page.locator("#attributes")).toContainText("42");
+  await screenshot(page, testInfo);
+});
+
+test("paused, records are counted and shown on resume", async ({ page, gateway }, testInfo) => {
+  const name = service("pause");
+  await page.goto(gateway.web);
+  await page.locator("#f-service").fill(name);
+  await page.locator("#f-service").press("Enter");
+  await live(page);
+  await gateway.log(name, "before");
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["before"]);
+  // Space pauses (not while typing in a field).
+  await page.locator("#list").focus();
+  await page.keyboard.press(" ");
+  await expect(page.locator("#pause")).toHaveText("Resume");
+  for (const i of [1, 2, 3]) await gateway.log(name, `while paused ${i}`);
+  await expect(page.locator("#pending")).toHaveText("paused: 3 new, shown on resume");
+  expect(await shownMessages(page)).toEqual(["before"]);
+  await screenshot(page, testInfo, "paused.png");
+  await page.keyboard.press(" ");
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText([
+    "before",
+    "while paused 1",
+    "while paused 2",
+    "while paused 3",
+  ]);
+  await expect(page.locator("#pending")).toBeHidden();
+  await screenshot(page, testInfo);
+});
+
+test("a message that looks like markup is shown as its characters", async ({
+  page,
+  gateway,
+  dialogs,
+}, testInfo) => {
+  const name = service("xss");
+  const xss = "<img src=x onerror=alert(1)>";
+  await page.goto(gateway.web);
+  await page.locator("#f-service").fill(name);
+  await page.locator("#f-service").press("Enter");
+  await live(page);
+  await gateway.log(name, xss, { attrs: { "<b>key</b>": "<script>alert(2)</script>" } });
+  await gateway.log(name, "after");
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText([xss, "after"]);
+  await page.locator(".row", { hasText: "onerror" }).click();
+  await expect(page.locator("#fields")).toContainText(xss);
+  await expect(page.locator("#attributes")).toContainText("<script>alert(2)</script>");
+  await expect(page.locator("#attributes")).toContainText("<b>key</b>");
+  // Nothing became markup: no image, no script, no dialog.
+  expect(await page.locator("main img, main script, main b").count()).toBe(0);
+  await page.waitForTimeout(300);
+  expect(dialogs).toEqual([]);
+  await screenshot(page, testInfo);
+});
+
+test("a trace id filters by that trace", async ({ page, gateway }, testInfo) => {
+  const name = service("trace");
+  const trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  await page.goto(gateway.web);
+  await page.locator("#f-service").fill(name);
+  await page.locator("#f-service").press("Enter");
+  await live(page);
+  await gateway.log(name, "in the trace", { traceId: trace });
+  await gateway.log(name, "elsewhere");
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["in the trace", "elsewhere"]);
+  await page.locator(".row .trace", { hasText: trace.slice(0, 8) }).click();
+  await expect(page.locator("#f-trace")).toHaveValue(trace);
+  await live(page);
+  await gateway.log(name, "elsewhere again");
+  await gateway.log(name, "in the trace again", { traceId: trace });
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["in the trace again"]);
+  await screenshot(page, testInfo);
+});
+
+test("after a gateway restart the page resumes with no gap and no duplicate", async ({
+  page,
+  vhost,
+  webPort,
+  gateway,
+}, testInfo) => {
+  const name = service("restart");
+  await page.goto(gateway.web);
+  await page.locator("#f-service").fill(name);
+  await page.locator("#f-service").press("Enter");
+  await live(page);
+  for (const i of [1, 2, 3]) await gateway.log(name, `r${i}`);
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["r1", "r2", "r3"]);
+  await gateway.stop();
+  await expect(page.locator("#conn")).toHaveAttribute("data-state", "reconnecting");
+  await screenshot(page, testInfo, "reconnecting.png");
+  // The same page address and the same history; records logged before the
+  // page has reconnected come from the history, after r3.
+  const again = await startGateway({ amqpUrl: vhost.url, webPort });
+  try {
+    for (const i of [4, 5, 6]) await again.log(name, `r${i}`);
+    await expect(page.locator(".row:not([hidden]) .message")).toHaveText(
+      ["r1", "r2", "r3", "r4", "r5", "r6"],
+      { timeout: 20_000 },
+    );
+    await live(page);
+    await again.log(name, "r7");
+    await expect(page.locator(".row:not([hidden]) .message").last()).toHaveText("r7");
+    expect(await shownMessages(page)).toEqual(["r1", "r2", "r3", "r4", "r5", "r6", "r7"]);
+    await screenshot(page, testInfo);
+  } finally {
+    await again.stop();
+  }
+});
+
+const TOKEN = "browser-test-token-0123456789";
+const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+
+test.describe("with an auth file", () => {
+  const scoped = service("scoped");
+  const authFile = join(tmpdir(), `loggate-browser-auth-${process.pid}.toml`);
+  writeFileSync(
+    authFile,
+    `[[principal]]\nname = "on-call"\ntoken_sha256 = "${sha256(TOKEN)}"\n` +
+      `log = ["*"]\ntail = ["${scoped}"]\n`,
+  );
+  test.afterAll(() => rmSync(authFile, { force: true }));
+  test.use({ gatewayFlags: ["--auth-file", authFile] });
+
+  test("the page asks for a token and shows only what it may read", async ({
+    page,
+    gateway,
+  }, testInfo) => {
+    await page.goto(gateway.web);
+    await expect(page.locator("#login")).toBeVisible();
+    await page.locator("#token").fill("wrong");
+    await page.locator("#token").press("Enter");
+    await expect(page.locator("#login-error")).toHaveText("unknown token");
+    await page.locator("#token").fill(TOKEN);
+    await page.locator("#token").press("Enter");
+    await expect(page.locator("#who")).toHaveText("as on-call");
+    await live(page);
+    await gateway.log(service("secret"), "not for on-call", { token: TOKEN });
+    await gateway.log(scoped, "for on-call", { token: TOKEN });
+    await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["for on-call"]);
+    // A service outside the scope is refused, with the gateway's reason.
+    await page.locator("#f-service").fill("secret");
+    await page.locator("#f-service").press("Enter");
+    await expect(page.locator("#notice")).toContainText('may not read service "secret"');
+    await screenshot(page, testInfo);
+  });
+});

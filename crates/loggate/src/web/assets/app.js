@@ -78,8 +78,10 @@
       const res = await fetch("/api/session", { headers: authHeaders(), cache: "no-store" });
       const body = await res.json().catch(() => ({}));
       if (res.status === 401) {
+        // With no token yet, just ask; a token that was refused says why.
+        const refused = token() ? body.error : "";
         sessionStorage.removeItem(TOKEN_KEY);
-        askToken(token() ? body.error : "");
+        askToken(refused);
         return;
       }
       if (!res.ok) throw new Error(body.error || res.statusText);

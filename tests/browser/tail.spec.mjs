@@ -64,7 +64,11 @@ test("a filter shows exactly the matching records, in order", async ({
   await page.locator("#f-level").selectOption("warn");
   await page.locator("#f-service").press("Enter");
   await live(page);
-  await gateway.log(billing, "card declined", { level: "error", node: "pod-3", attrs: { order: "42" } });
+  await gateway.log(billing, "card declined", {
+    level: "error",
+    node: "pod-3",
+    attrs: { order: "42" },
+  });
   await gateway.log(billing, "too quiet: info", { level: "info" });
   await gateway.log(service("other"), "other service", { level: "error" });
   await gateway.log(checkout, "slow payment", { level: "warn", node: "pod-7" });
@@ -146,7 +150,10 @@ test("a trace id filters by that trace", async ({ page, gateway }, testInfo) => 
   await live(page);
   await gateway.log(name, "in the trace", { traceId: trace });
   await gateway.log(name, "elsewhere");
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["in the trace", "elsewhere"]);
+  await expect(page.locator(".row:not([hidden]) .message")).toHaveText([
+    "in the trace",
+    "elsewhere",
+  ]);
   await page.locator(".row .trace", { hasText: trace.slice(0, 8) }).click();
   await expect(page.locator("#f-trace")).toHaveValue(trace);
   await live(page);

@@ -1,0 +1,179 @@
+#!/usr/bin/env node
+// Measures the web page's targets and prints the numbers (a measurement,
+// not a test: it asserts nothing). Run after a release build:
+//
+//   cargo build --release -p loggate -p loggate-bench
+//   LOGGATE_BIN=target/release/loggate tests/browser/measure.mjs
+//
+// 1. Latency: 1,000 records logged with the CLI (`loggate log`), 4 at a
+//    time; for each, the time from `log` printing its id (it prints once
+//    the Log call returned) to the page putting its row in the DOM (the
+//    page notes that moment when window.__loggateShown exists). p50, p99, max.
+// 2. Responsiveness: `loggate-bench bench --mode tail` logs 2,000 records/s
+//    for 15 s; once the list holds 10,000 records, every frame gap
+//    (requestAnimationFrame to requestAnimationFrame) and every long task
+//    (PerformanceObserver) is recorded for the rest of the run.
+// 3. Binary size: with MAIN_BIN=path/to/main's/loggate, the release binary
+//    against it.
+import { execFile, spawn } from "node:child_process";
+import { statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { promisify } from "node:util";
+
+import { chromium } from "@playwright/test";
+
+import { BIN, createVhost, freePort, startGateway } from "./gateway.mjs";
+
+const run = promisify(execFile);
+const BENCH = resolve(dirname(BIN), "loggate-bench");
+const RECORDS = Number(process.env.RECORDS || 1000);
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+function quantile(sorted, q) {
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+/** Runs `loggate log` and resolves to [id, the moment its id arrived]. */
+function logOne(grpc, service, message) {
+  return new Promise((ok, fail) => {
+    const child = spawn(BIN, ["log", "--server", grpc, "--service", service, "--", message]);
+    let out = "";
+    let at = 0;
+    child.stdout.on("data", (chunk) => {
+      at = at || now();
+      out += chunk;
+    });
+    child.once("exit", (code) =>
+      code === 0 ? ok([out.trim(), at]) : fail(new Error(`loggate log exited ${code}`)),
+    );
+  });
+}
+
+async function latency(page, gateway) {
+  const service = `latency${Date.now()}`;
+  await page.locator("#f-service").fill(service);
+  await page.locator("#f-service").press("Enter");
+  await page.locator('#conn[data-state="live"]').waitFor();
+  const returned = new Map();
+  let next = 0;
+  const worker = async () => {
+    while (next < RECORDS) {
+      const i = next++;
+      const [id, at] = await logOne(gateway.grpc, service, `record ${i}`);
+      returned.set(id, at);
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  await page.waitForFunction((n) => window.__loggateShown.size >= n, RECORDS, { timeout: 30_000 });
+  const shown = new Map(await page.evaluate(() => [...window.__loggateShown]));
+  const gaps = [...returned].map(([id, at]) => shown.get(id) - at).sort((a, b) => a - b);
+  const missing = gaps.filter(Number.isNaN).length;
+  const ms = gaps.filter((g) => !Number.isNaN(g));
+  console.log(
+    `latency, Log returned -> row in the DOM, ${ms.length} records` +
+      (missing ? ` (${missing} never shown)` : "") +
+      `: p50 ${quantile(ms, 0.5).toFixed(1)} ms, p99 ${quantile(ms, 0.99).toFixed(1)} ms, ` +
+      `max ${ms[ms.length - 1].toFixed(1)} ms (target: p99 <= 100 ms)`,
+  );
+}
+
+async function responsiveness(page, gateway, vhost) {
+  await page.locator("#clear-filters").click();
+  await page.locator('#conn[data-state="live"]').waitFor();
+  // Frame gaps and long tasks, from the moment the list holds 10,000 records.
+  await page.evaluate(() => {
+    const probe = { gaps: [], longTasks: [], from: 0, last: 0, rows: 0 };
+    window.__probe = probe;
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        if (probe.from) probe.longTasks.push(entry.duration);
+      }
+    }).observe({ type: "longtask", buffered: false });
+    const tick = (t) => {
+      const count = Number(document.getElementById("count").textContent.replace(/\D/g, ""));
+      if (!probe.from && count >= 10000) probe.from = t;
+      if (probe.from && probe.last) probe.gaps.push(t - probe.last);
+      probe.last = t;
+      probe.rows = count;
+      requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  });
+  const started = Date.now();
+  await run(
+    BENCH,
+    [
+      "bench",
+      "--mode",
+      "tail",
+      "--rate",
+      "2000",
+      "--duration",
+      "15s",
+      "--followers",
+      "1",
+      "--services",
+      "1",
+      "--server",
+      gateway.grpc,
+      "--history-queue",
+      "loggate.history",
+      "--amqp-url",
+      vhost.url,
+    ],
+    { maxBuffer: 1 << 24 },
+  );
+  await sleep(1000);
+  const probe = await page.evaluate(() => {
+    const p = window.__probe;
+    return {
+      gaps: p.gaps,
+      longTasks: p.longTasks,
+      rows: p.rows,
+      domRows: document.querySelectorAll(".row").length,
+    };
+  });
+  const gaps = probe.gaps.slice().sort((a, b) => a - b);
+  const over = gaps.filter((g) => g > 100).length;
+  console.log(
+    `responsiveness at 2,000 records/s with >= 10,000 in the list (${probe.rows} at the end, ` +
+      `${probe.domRows} row elements in the DOM), ${gaps.length} frames over ` +
+      `${((Date.now() - started) / 1000).toFixed(0)} s: frame gap p50 ${quantile(gaps, 0.5).toFixed(1)} ms, ` +
+      `p99 ${quantile(gaps, 0.99).toFixed(1)} ms, max ${gaps[gaps.length - 1].toFixed(1)} ms, ` +
+      `${over} frames over 100 ms; long tasks: ${probe.longTasks.length}` +
+      (probe.longTasks.length ? `, longest ${Math.max(...probe.longTasks).toFixed(0)} ms` : "") +
+      " (target: no frame over 100 ms)",
+  );
+}
+
+function sizes() {
+  const size = statSync(BIN).size;
+  if (!process.env.MAIN_BIN) {
+    console.log(`binary: ${BIN} is ${size} bytes (set MAIN_BIN to compare)`);
+    return;
+  }
+  const main = statSync(process.env.MAIN_BIN).size;
+  console.log(
+    `binary: ${size} bytes against main's ${main}: ${size - main >= 0 ? "+" : ""}${size - main} bytes ` +
+      `(${((size - main) / 1048576).toFixed(3)} MiB; target: <= 1 MB)`,
+  );
+}
+
+const vhost = await createVhost();
+const gateway = await startGateway({ amqpUrl: vhost.url, webPort: await freePort() });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1366, height: 768 } });
+  await page.addInitScript(() => (window.__loggateShown = new Map()));
+  await page.goto(gateway.web);
+  await latency(page, gateway);
+  await responsiveness(page, gateway, vhost);
+  sizes();
+} finally {
+  await browser.close();
+  await gateway.stop();
+  await vhost.delete();
+}

@@ -37,9 +37,30 @@ const test = base.extend({
 /** A service name of this test's own. */
 const service = (what) => `${what}${Math.floor(Math.random() * 1e9)}`;
 
-/** The messages of the rows in the DOM, top to bottom. */
+/**
+ * The rows in the DOM, top to bottom on screen (the page reuses row
+ * elements, so their order in the DOM is not the order shown): each as
+ * { message, level, levelClass }.
+ */
+async function shownRows(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll(".row:not([hidden])")]
+      .sort((a, b) => Number(a.dataset.index) - Number(b.dataset.index))
+      .map((row) => ({
+        message: row.querySelector(".message").textContent,
+        level: row.querySelector(".level").textContent,
+        levelClass: row.querySelector(".level").className,
+      })),
+  );
+}
+
 async function shownMessages(page) {
-  return page.locator(".row:not([hidden]) .message").allTextContents();
+  return (await shownRows(page)).map((row) => row.message);
+}
+
+/** Waits until the rows shown are exactly `messages`, in order. */
+async function expectShown(page, messages, options) {
+  await expect.poll(() => shownMessages(page), options).toEqual(messages);
 }
 
 /** Waits until the page's tail is open. */
@@ -75,12 +96,16 @@ test("a filter shows exactly the matching records, in order", async ({
   await gateway.log(checkout, "too quiet: debug", { level: "debug" });
   await gateway.log(billing, "last one", { level: "fatal" });
   // Records arrive in stream order: once the last is shown, all are.
-  await expect(page.locator(".row:not([hidden]) .message").last()).toHaveText("last one");
+  await expect.poll(async () => (await shownMessages(page)).at(-1)).toBe("last one");
   expect(await shownMessages(page)).toEqual(["card declined", "slow payment", "last one"]);
   await expect(page.locator("#count")).toHaveText("3 records");
-  const levels = await page.locator(".row:not([hidden]) .level").allTextContents();
-  expect(levels).toEqual(["error", "warn", "fatal"]);
-  await expect(page.locator(".row:not([hidden]) .level").first()).toHaveClass(/lv-error/);
+  const rows = await shownRows(page);
+  expect(rows.map((row) => row.level)).toEqual(["error", "warn", "fatal"]);
+  expect(rows.map((row) => row.levelClass)).toEqual([
+    "level lv-error",
+    "level lv-warn",
+    "level lv-fatal",
+  ]);
   // A click shows every field and attribute.
   await page.locator(".row", { hasText: "card declined" }).click();
   await expect(page.locator("#fields")).toContainText("pod-3");
@@ -96,7 +121,7 @@ test("paused, records are counted and shown on resume", async ({ page, gateway }
   await page.locator("#f-service").press("Enter");
   await live(page);
   await gateway.log(name, "before");
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["before"]);
+  await expectShown(page, ["before"]);
   // Space pauses (not while typing in a field).
   await page.locator("#list").focus();
   await page.keyboard.press(" ");
@@ -106,12 +131,7 @@ test("paused, records are counted and shown on resume", async ({ page, gateway }
   expect(await shownMessages(page)).toEqual(["before"]);
   await screenshot(page, testInfo, "paused.png");
   await page.keyboard.press(" ");
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText([
-    "before",
-    "while paused 1",
-    "while paused 2",
-    "while paused 3",
-  ]);
+  await expectShown(page, ["before", "while paused 1", "while paused 2", "while paused 3"]);
   await expect(page.locator("#pending")).toBeHidden();
   await screenshot(page, testInfo);
 });
@@ -129,7 +149,7 @@ test("a message that looks like markup is shown as its characters", async ({
   await live(page);
   await gateway.log(name, xss, { attrs: { "<b>key</b>": "<script>alert(2)</script>" } });
   await gateway.log(name, "after");
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText([xss, "after"]);
+  await expectShown(page, [xss, "after"]);
   await page.locator(".row", { hasText: "onerror" }).click();
   await expect(page.locator("#fields")).toContainText(xss);
   await expect(page.locator("#attributes")).toContainText("<script>alert(2)</script>");
@@ -150,16 +170,13 @@ test("a trace id filters by that trace", async ({ page, gateway }, testInfo) => 
   await live(page);
   await gateway.log(name, "in the trace", { traceId: trace });
   await gateway.log(name, "elsewhere");
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText([
-    "in the trace",
-    "elsewhere",
-  ]);
+  await expectShown(page, ["in the trace", "elsewhere"]);
   await page.locator(".row .trace", { hasText: trace.slice(0, 8) }).click();
   await expect(page.locator("#f-trace")).toHaveValue(trace);
   await live(page);
   await gateway.log(name, "elsewhere again");
   await gateway.log(name, "in the trace again", { traceId: trace });
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["in the trace again"]);
+  await expectShown(page, ["in the trace again"]);
   await screenshot(page, testInfo);
 });
 
@@ -175,7 +192,7 @@ test("after a gateway restart the page resumes with no gap and no duplicate", as
   await page.locator("#f-service").press("Enter");
   await live(page);
   for (const i of [1, 2, 3]) await gateway.log(name, `r${i}`);
-  await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["r1", "r2", "r3"]);
+  await expectShown(page, ["r1", "r2", "r3"]);
   await gateway.stop();
   await expect(page.locator("#conn")).toHaveAttribute("data-state", "reconnecting");
   await screenshot(page, testInfo, "reconnecting.png");
@@ -184,13 +201,10 @@ test("after a gateway restart the page resumes with no gap and no duplicate", as
   const again = await startGateway({ amqpUrl: vhost.url, webPort });
   try {
     for (const i of [4, 5, 6]) await again.log(name, `r${i}`);
-    await expect(page.locator(".row:not([hidden]) .message")).toHaveText(
-      ["r1", "r2", "r3", "r4", "r5", "r6"],
-      { timeout: 20_000 },
-    );
+    await expectShown(page, ["r1", "r2", "r3", "r4", "r5", "r6"], { timeout: 20_000 });
     await live(page);
     await again.log(name, "r7");
-    await expect(page.locator(".row:not([hidden]) .message").last()).toHaveText("r7");
+    await expect.poll(async () => (await shownMessages(page)).at(-1)).toBe("r7");
     expect(await shownMessages(page)).toEqual(["r1", "r2", "r3", "r4", "r5", "r6", "r7"]);
     await screenshot(page, testInfo);
   } finally {
@@ -227,7 +241,7 @@ test.describe("with an auth file", () => {
     await live(page);
     await gateway.log(service("secret"), "not for on-call", { token: TOKEN });
     await gateway.log(scoped, "for on-call", { token: TOKEN });
-    await expect(page.locator(".row:not([hidden]) .message")).toHaveText(["for on-call"]);
+    await expectShown(page, ["for on-call"]);
     // A service outside the scope is refused, with the gateway's reason.
     await page.locator("#f-service").fill("secret");
     await page.locator("#f-service").press("Enter");

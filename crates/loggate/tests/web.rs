@@ -635,3 +635,70 @@ async fn the_metrics_routes_share_the_listener_when_given_the_same_address() {
         assert_eq!(get(&web, path, &[]).await.status, StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test]
+async fn with_tls_the_page_is_served_over_https_with_the_grpc_certificate() {
+    use rustls_pki_types::{pem::PemObject as _, CertificateDer, ServerName};
+    use tokio_rustls::{rustls, TlsConnector};
+
+    let pki = loggate_testkit::TestPki::new("loggate web test CA");
+    let server = pki.server("server");
+    let web = free_address();
+    let _gateway = Gateway::start_tls(
+        &[
+            "--http-listen",
+            &web,
+            "--tls-cert",
+            server.cert.to_str().expect("UTF-8"),
+            "--tls-key",
+            server.key.to_str().expect("UTF-8"),
+        ],
+        &pki.ca_pem(),
+        None,
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&pki.ca_pem()) {
+        roots.add(certificate.expect("PEM")).expect("a CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // What a browser offers: HTTP/2 first. The page answers in HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(&web).await.expect("connect");
+    let tls = TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("a name"), tcp)
+        .await
+        .expect("a TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, connection) = http1::handshake(TokioIo::new(tls)).await.expect("HTTP/1.1");
+    tokio::spawn(connection);
+    let request = Request::get("/")
+        .header(
+            "host",
+            format!("localhost:{}", web.rsplit_once(':').expect("port").1),
+        )
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    // Plain HTTP on the same port gets nothing.
+    let stream = TcpStream::connect(&web).await.expect("connect");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1");
+    tokio::spawn(connection);
+    let plain = Request::get("/")
+        .header("host", &web)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    assert!(tokio::time::timeout(WAIT, sender.send_request(plain))
+        .await
+        .expect("refused in time")
+        .is_err());
+}

@@ -145,7 +145,10 @@
     state.stick = true;
     showDetails(null);
     notice("");
-    for (const row of state.pool) row.item = null;
+    for (const row of state.pool) {
+      row.item = null;
+      row.at = -1;
+    }
     queueDraw();
     follow(state.generation);
   }
@@ -276,6 +279,10 @@
   }
 
   function add(item) {
+    // For the latency measurement (tests/browser/measure.mjs) only.
+    if (window.__loggateArrived) {
+      window.__loggateArrived.set(item.rec.id, performance.timeOrigin + performance.now());
+    }
     if (state.paused) {
       state.pending.push(item);
     } else {
@@ -317,7 +324,12 @@
     }
   }
 
-  /** Draws the visible rows only: the DOM holds a screenful, not the list. */
+  /**
+   * Draws the visible rows only: the DOM holds a screenful, not the list.
+   * Record i always goes to row element i mod (pool size), so when a record
+   * arrives at the bottom only the row it takes is refilled; the others
+   * keep their text and at most move.
+   */
   function draw() {
     state.drawQueued = false;
     const list = $("list");
@@ -327,23 +339,38 @@
     const top = list.scrollTop;
     const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
     const last = Math.min(total, Math.ceil((top + list.clientHeight) / ROW) + OVERSCAN);
-    while (state.pool.length < last - first) {
-      const row = newRow();
-      list.appendChild(row);
-      state.pool.push(row);
+    const pool = state.pool;
+    if (pool.length < last - first) {
+      // Grown (a taller window): every row is placed afresh.
+      while (pool.length < last - first + OVERSCAN) {
+        const row = newRow();
+        list.appendChild(row);
+        pool.push(row);
+      }
+      for (const row of pool) row.at = -1;
     }
-    for (let k = 0; k < state.pool.length; k += 1) {
-      const row = state.pool[k];
-      const i = first + k;
+    const size = pool.length;
+    for (let k = 0; k < size; k += 1) {
+      const row = pool[k];
+      // The index in [first, last) that this row holds, if any.
+      const i = first + ((k - (first % size) + size) % size);
       if (i >= last) {
-        row.hidden = true;
+        if (!row.hidden) row.hidden = true;
         continue;
       }
-      row.hidden = false;
-      row.style.transform = "translateY(" + i * ROW + "px)";
+      if (row.hidden) row.hidden = false;
+      if (row.at !== i) {
+        row.at = i;
+        row.dataset.index = String(i);
+        row.style.transform = "translateY(" + i * ROW + "px)";
+      }
       const item = state.records[i];
       if (row.item !== item) fill(row, item);
-      row.classList.toggle("selected", item === state.selected);
+      const selected = item === state.selected;
+      if (row.selected !== selected) {
+        row.selected = selected;
+        row.classList.toggle("selected", selected);
+      }
     }
     counts();
   }

@@ -23,7 +23,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 
 pub(super) async fn page(State(web): State<Web>, headers: HeaderMap) -> Response {
     if let Err(refused) = web.check_host(&headers) {
-        return refused;
+        return refused.into_response();
     }
     let mut response = file("text/html; charset=utf-8", PAGE);
     let headers = response.headers_mut();

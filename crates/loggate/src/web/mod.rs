@@ -64,20 +64,18 @@ impl Web {
     }
 
     /// The gateway and the caller of a request, or the answer refusing it.
-    fn admit(&self, headers: &HeaderMap) -> Result<(Arc<Gateway>, Caller), Response> {
+    fn admit(&self, headers: &HeaderMap) -> Result<(Arc<Gateway>, Caller), Refusal> {
         self.check_host(headers)?;
         let caller = self.caller(headers)?;
-        let gateway = self.gateway.get().cloned().ok_or_else(|| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "the gateway is starting: it has not reached RabbitMQ yet",
-            )
+        let gateway = self.gateway.get().cloned().ok_or_else(|| Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "UNAVAILABLE",
+            message: "the gateway is starting: it has not reached RabbitMQ yet".to_owned(),
         })?;
         Ok((gateway, caller))
     }
 
-    fn check_host(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn check_host(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         if !self.local_hosts_only {
             return Ok(());
         }
@@ -88,18 +86,18 @@ impl Web {
         if is_local_host(host) {
             return Ok(());
         }
-        Err(error(
-            StatusCode::FORBIDDEN,
-            "PERMISSION_DENIED",
-            &format!(
+        Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: "PERMISSION_DENIED",
+            message: format!(
                 "Host {host:?}: without --auth-file this page is served only as localhost or \
                  by IP address (a DNS name could be rebound to this machine by another site)"
             ),
-        ))
+        })
     }
 
     /// Who calls: by the bearer token, as the gRPC interceptor does.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Response> {
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
         let Some(auth) = &self.auth else {
             return Ok(Caller::anonymous());
         };
@@ -109,7 +107,7 @@ impl Web {
                 .map(HeaderValue::as_bytes),
             Vec::new,
         )
-        .map_err(|refusal| from_status(&Status::from(refusal)))
+        .map_err(|refusal| Refusal::from(&Status::from(refusal)))
     }
 }
 
@@ -148,7 +146,7 @@ pub fn routes(web: Web) -> Router {
 async fn session(State(web): State<Web>, headers: HeaderMap) -> Response {
     let caller = match web.check_host(&headers).and_then(|()| web.caller(&headers)) {
         Ok(caller) => caller,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let tail: Vec<String> = caller
         .tail_scope()
@@ -196,18 +194,49 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     response
 }
 
+/// Why a request is refused: the HTTP status, gRPC's name for the same
+/// (which clients of both APIs know), and what to do about it.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: "INVALID_ARGUMENT",
+            message: message.into(),
+        }
+    }
+}
+
 /// A Tail's refusal as HTTP: the status code that means the same.
-fn from_status(status: &Status) -> Response {
-    let http = match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::FailedPrecondition => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(http, code_name(status.code()), status.message())
+impl From<&Status> for Refusal {
+    fn from(status: &Status) -> Refusal {
+        let http = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::FailedPrecondition => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal {
+            status: http,
+            code: code_name(status.code()),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, &self.message)
+    }
 }
 
 /// gRPC's name for a code (`INVALID_ARGUMENT`), which clients of both APIs know.

@@ -5,11 +5,11 @@
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, Uri},
-    response::Response,
+    response::{IntoResponse as _, Response},
 };
 use serde_json::json;
 
-use super::{error, json_response, Web};
+use super::{error, json_response, Refusal, Web};
 use crate::record::Level;
 use crate::tail::{unix_second_now, WINDOW_SECONDS};
 
@@ -19,7 +19,7 @@ const DEFAULT_SECONDS: usize = 300;
 pub(super) async fn stats(State(web): State<Web>, uri: Uri, headers: HeaderMap) -> Response {
     let (gateway, caller) = match web.admit(&headers) {
         Ok(admitted) => admitted,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     // The counts are of every service: a caller that may read only some
     // must not learn how much the others log (as with heartbeats' head time).
@@ -35,7 +35,7 @@ pub(super) async fn stats(State(web): State<Web>, uri: Uri, headers: HeaderMap) 
     }
     let seconds = match seconds(uri.query().unwrap_or("")) {
         Ok(seconds) => seconds,
-        Err(message) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message),
+        Err(message) => return Refusal::bad_request(message).into_response(),
     };
     let end = unix_second_now();
     let counts = gateway.hub().rates().recent(end, seconds);

@@ -3,13 +3,13 @@
 use axum::{
     body::Body,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
-    response::Response,
+    http::{header, HeaderMap, HeaderValue, Uri},
+    response::{IntoResponse as _, Response},
 };
 use bytes::BytesMut;
 use tracing::debug;
 
-use super::{error, from_status, query, sse, Web, WebEvent};
+use super::{query, sse, Refusal, Web, WebEvent};
 use crate::api::{open_tail, TailEvents};
 
 /// Events written per chunk at most: a burst goes out in a few writes, not
@@ -19,32 +19,23 @@ const EVENTS_PER_CHUNK: usize = 256;
 pub(super) async fn tail(State(web): State<Web>, uri: Uri, headers: HeaderMap) -> Response {
     let (gateway, caller) = match web.admit(&headers) {
         Ok(admitted) => admitted,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let last_event_id = match headers.get("last-event-id").map(HeaderValue::to_str) {
         None => None,
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "Last-Event-ID: not a resume token (not visible ASCII)",
-            )
+            return Refusal::bad_request("Last-Event-ID: not a resume token (not visible ASCII)")
+                .into_response()
         }
     };
     let request = match query::tail_request(uri.query().unwrap_or(""), last_event_id) {
         Ok(request) => request,
-        Err(invalid) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                &invalid.to_string(),
-            )
-        }
+        Err(invalid) => return Refusal::bad_request(invalid.to_string()).into_response(),
     };
     let events = match open_tail::<WebEvent>(&gateway, caller, request).await {
         Ok(events) => events,
-        Err(status) => return from_status(&status),
+        Err(status) => return Refusal::from(&status).into_response(),
     };
     let mut response = Response::new(Body::from_stream(stream(events)));
     let headers = response.headers_mut();

@@ -249,3 +249,40 @@ test.describe("with an auth file", () => {
     await screenshot(page, testInfo);
   });
 });
+
+test("the chart draws records/s by level from /api/stats", async ({ page, gateway }, testInfo) => {
+  const [api, worker] = [service("api"), service("worker")];
+  await page.goto(gateway.web);
+  await live(page);
+  const levels = ["info", "info", "info", "warn", "error", "debug", "info", "warn"];
+  const nodes = ["pod-1", "pod-2", "pod-3"];
+  const messages = [
+    "GET /orders/42 200 in 12 ms",
+    "payment provider slow: retrying",
+    "card declined for order 42",
+    "cache refreshed",
+    "GET /health 200",
+    "queue depth 12",
+  ];
+  // Over a few seconds, so that the chart has whole seconds to draw.
+  for (let i = 0; i < 24; i += 1) {
+    const level = levels[i % levels.length];
+    await gateway.log(i % 3 ? api : worker, messages[i % messages.length], {
+      level,
+      node: nodes[i % nodes.length],
+      attrs: { order: String(40 + (i % 5)), region: i % 2 ? "eu" : "us" },
+      traceId: i % 4 === 0 ? "4bf92f3577b34da6a3ce929d0e0e4736" : undefined,
+    });
+    if (i % 6 === 5) await page.waitForTimeout(1000);
+  }
+  await expect(page.locator("#count")).toHaveText("24 records");
+  // One line per level that logged, coloured as the level.
+  for (const level of ["info", "warn", "error", "debug"]) {
+    await expect(page.locator(`#chart path.st-${level}`)).toHaveCount(1);
+  }
+  await expect(page.locator("#chart path.st-fatal")).toHaveCount(0);
+  await expect(page.locator("#legend")).toContainText("info");
+  await page.locator(".row", { hasText: "payment provider slow" }).first().click();
+  await expect(page.locator("#details")).toBeVisible();
+  await screenshot(page, testInfo);
+});

@@ -10,14 +10,18 @@
 //    the Log call returned) to the page putting its row in the DOM (the
 //    page notes that moment when window.__loggateShown exists). p50, p99, max.
 // 2. Responsiveness: `loggate-bench bench --mode unary` logs 40,000
-//    records from 2 clients (about 2,000-4,000/s here; its report line is
+//    records from 2 clients (its report line, with the rate it reached, is
 //    printed); once the list holds 10,000 records, every frame gap
-//    (requestAnimationFrame to requestAnimationFrame) and every long task
-//    (PerformanceObserver) is recorded for the rest of the run.
+//    (requestAnimationFrame to requestAnimationFrame), every long task
+//    (PerformanceObserver) and the renderer's main-thread time (CDP) are
+//    recorded for the rest of the run. First, as a control, the same load
+//    while the page's filter matches nothing: what the machine (2 cores,
+//    shared, the gateway, RabbitMQ and the load on them) does to frames.
 // 3. Binary size: with MAIN_BIN=path/to/main's/loggate, the release binary
 //    against it.
 import { execFile, spawn } from "node:child_process";
 import { statSync } from "node:fs";
+import { loadavg } from "node:os";
 import { dirname, resolve } from "node:path";
 import { promisify } from "node:util";
 
@@ -94,32 +98,9 @@ async function latency(page, gateway) {
   );
 }
 
-async function responsiveness(page, gateway, vhost) {
-  await page.locator("#clear-filters").click();
-  await page.locator('#conn[data-state="live"]').waitFor();
-  // Frame gaps and long tasks, from the moment the list holds 10,000 records.
-  await page.evaluate(() => {
-    const probe = { gaps: [], longTasks: [], from: 0, last: 0, rows: 0 };
-    window.__probe = probe;
-    new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) {
-        if (probe.from) probe.longTasks.push(entry.duration);
-      }
-    }).observe({ type: "longtask", buffered: false });
-    const tick = (t) => {
-      const count = Number(document.getElementById("count").textContent.replace(/\D/g, ""));
-      if (!probe.from && count >= 10000) probe.from = t;
-      if (probe.from && probe.last) probe.gaps.push(t - probe.last);
-      probe.last = t;
-      probe.rows = count;
-      requestAnimationFrame(tick);
-    };
-    requestAnimationFrame(tick);
-  });
-  const started = Date.now();
-  // Unary Log calls from 2 clients: about 2,000-4,000 records/s here,
-  // sustained (the bench's tail mode starts a gateway of its own). Its own
-  // report says the rate it reached.
+/** Runs the load: unary Log calls from 2 clients (the bench's tail mode
+ * starts a gateway of its own); resolves to its report line. */
+async function load(gateway, vhost) {
   const bench = await run(
     BENCH,
     [
@@ -140,12 +121,47 @@ async function responsiveness(page, gateway, vhost) {
     ],
     { maxBuffer: 1 << 24 },
   );
-  const rate = bench.stdout.split("\n").find((line) => line.startsWith("gateway ("));
-  console.log(`load: ${rate ? rate.replace(/\s+/g, " ") : bench.stdout}`);
-  await sleep(1000);
-  if (process.env.VERBOSE) console.log(bench.stdout, bench.stderr);
+  const line = bench.stdout.split("\n").find((l) => l.startsWith("gateway ("));
+  return line ? line.replace(/\s+/g, " ") : bench.stdout;
+}
+
+/**
+ * Frame gaps, long tasks and the renderer's main-thread time (CDP's
+ * Performance metrics) while the load runs. `rows` is how many records the
+ * list must hold before counting starts.
+ */
+async function frames(page, cdp, gateway, vhost, rows) {
+  await page.evaluate((rows) => {
+    const probe = { gaps: [], longTasks: [], from: 0, last: 0, rows: 0, start: 0, end: 0 };
+    window.__probe = probe;
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        if (probe.from && !probe.end) probe.longTasks.push(entry.duration);
+      }
+    }).observe({ type: "longtask", buffered: false });
+    const tick = (t) => {
+      if (probe.end) return;
+      const count = Number(document.getElementById("count").textContent.replace(/\D/g, ""));
+      if (!probe.from && count >= rows) probe.from = t;
+      if (probe.from && probe.last) probe.gaps.push(t - probe.last);
+      probe.last = t;
+      probe.rows = count;
+      requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  }, rows);
+  const metrics = async () =>
+    Object.fromEntries(
+      (await cdp.send("Performance.getMetrics")).metrics.map((m) => [m.name, m.value]),
+    );
+  const before = await metrics();
+  const started = Date.now();
+  const rate = await load(gateway, vhost);
+  const after = await metrics();
+  const seconds = (Date.now() - started) / 1000;
   const probe = await page.evaluate(() => {
     const p = window.__probe;
+    p.end = 1;
     return {
       gaps: p.gaps,
       longTasks: p.longTasks,
@@ -153,21 +169,55 @@ async function responsiveness(page, gateway, vhost) {
       domRows: document.querySelectorAll(".row").length,
     };
   });
-  if (!probe.gaps.length) {
-    console.log(`the list never held 10,000 records (${probe.rows}); the bench said:`);
-    console.log(bench.stdout, bench.stderr);
+  const busy = (name) => (((after[name] || 0) - (before[name] || 0)) / seconds) * 100;
+  return {
+    rate,
+    probe,
+    seconds,
+    task: busy("TaskDuration"),
+    script: busy("ScriptDuration"),
+    layout: busy("LayoutDuration") + busy("RecalcStyleDuration"),
+  };
+}
+
+function describe(what, { rate, probe, seconds, task, script, layout }) {
+  console.log(`${what}`);
+  console.log(`  load: ${rate}`);
+  const gaps = probe.gaps.slice().sort((a, b) => a - b);
+  if (!gaps.length) {
+    console.log(`  the list never held enough records (${probe.rows})`);
     return;
   }
-  const gaps = probe.gaps.slice().sort((a, b) => a - b);
-  const over = gaps.filter((g) => g > 100).length;
   console.log(
-    `responsiveness under that load with >= 10,000 in the list (${probe.rows} at the end, ` +
-      `${probe.domRows} row elements in the DOM), ${gaps.length} frames over ` +
-      `${((Date.now() - started) / 1000).toFixed(0)} s: frame gap p50 ${quantile(gaps, 0.5).toFixed(1)} ms, ` +
+    `  ${probe.rows} records in the list at the end, ${probe.domRows} row elements in the DOM; ` +
+      `${gaps.length} frames in ${seconds.toFixed(0)} s: gap p50 ${quantile(gaps, 0.5).toFixed(1)} ms, ` +
       `p99 ${quantile(gaps, 0.99).toFixed(1)} ms, max ${gaps[gaps.length - 1].toFixed(1)} ms, ` +
-      `${over} frames over 100 ms; long tasks: ${probe.longTasks.length}` +
-      (probe.longTasks.length ? `, longest ${Math.max(...probe.longTasks).toFixed(0)} ms` : "") +
-      " (target: no frame over 100 ms)",
+      `${gaps.filter((g) => g > 100).length} over 100 ms; ${probe.longTasks.length} long tasks` +
+      (probe.longTasks.length ? ` (longest ${Math.max(...probe.longTasks).toFixed(0)} ms)` : ""),
+  );
+  console.log(
+    `  renderer main thread busy ${task.toFixed(1)}% of the time (script ${script.toFixed(1)}%, ` +
+      `style and layout ${layout.toFixed(1)}%); load average ${loadavg()[0].toFixed(2)}`,
+  );
+}
+
+async function responsiveness(page, gateway, vhost) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable");
+  // Control: the same load while the page's filter matches nothing, to show
+  // what the machine itself does to frames.
+  await page.locator("#f-service").fill("nothing-matches-this");
+  await page.locator("#f-service").press("Enter");
+  await page.locator('#conn[data-state="live"]').waitFor();
+  describe(
+    "control: the same load, the page showing nothing (what the machine does to frames)",
+    await frames(page, cdp, gateway, vhost, 0),
+  );
+  await page.locator("#clear-filters").click();
+  await page.locator('#conn[data-state="live"]').waitFor();
+  describe(
+    "responsiveness: every record shown, from the moment the list holds 10,000 (target: no frame over 100 ms)",
+    await frames(page, cdp, gateway, vhost, 10000),
   );
 }
 

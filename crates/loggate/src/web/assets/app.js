@@ -46,6 +46,9 @@
     pool: [],
     /** The chart is fetching /api/stats. */
     polling: false,
+    /** The spacer's height, and the list's visible height (0: to be read). */
+    height: 0,
+    viewHeight: 0,
   };
 
   // ---- authentication -------------------------------------------------
@@ -334,11 +337,22 @@
     state.drawQueued = false;
     const list = $("list");
     const total = state.records.length;
-    $("spacer").style.height = total * ROW + "px";
-    if (state.stick) list.scrollTop = list.scrollHeight;
-    const top = list.scrollTop;
+    if (state.height !== total * ROW) {
+      state.height = total * ROW;
+      $("spacer").style.height = state.height + "px";
+    }
+    // Computed rather than read back after the spacer changed, so a frame
+    // lays the page out once (in the browser's own step), not twice.
+    const view = state.viewHeight || (state.viewHeight = list.clientHeight);
+    let top;
+    if (state.stick) {
+      top = Math.max(0, state.height - view);
+      list.scrollTop = top;
+    } else {
+      top = list.scrollTop;
+    }
     const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
-    const last = Math.min(total, Math.ceil((top + list.clientHeight) / ROW) + OVERSCAN);
+    const last = Math.min(total, Math.ceil((top + view) / ROW) + OVERSCAN);
     const pool = state.pool;
     if (pool.length < last - first) {
       // Grown (a taller window): every row is placed afresh.
@@ -412,20 +426,29 @@
     return typeof rfc3339 === "string" ? rfc3339.slice(11, 23) : "";
   }
 
+  /** Sets an element's text only when it changed (no needless layout). */
+  function text(id, value) {
+    const element = $(id);
+    if (element.textContent !== value) element.textContent = value;
+  }
+
   function counts() {
-    $("count").textContent =
-      state.records.length.toLocaleString() + (state.records.length === 1 ? " record" : " records");
-    const pending = $("pending");
-    pending.hidden = !state.paused;
-    pending.textContent =
-      "paused: " + state.pending.length.toLocaleString() + " new, shown on resume";
-    const trimmed = $("trimmed");
-    trimmed.hidden = state.trimmed === 0;
-    trimmed.textContent =
-      state.trimmed.toLocaleString() +
-      " older dropped from view (keeps " +
-      MAX_ROWS.toLocaleString() +
-      ")";
+    const n = state.records.length;
+    text("count", n.toLocaleString() + (n === 1 ? " record" : " records"));
+    $("pending").hidden = !state.paused;
+    if (state.paused) {
+      text("pending", "paused: " + state.pending.length.toLocaleString() + " new, shown on resume");
+    }
+    $("trimmed").hidden = state.trimmed === 0;
+    if (state.trimmed) {
+      text(
+        "trimmed",
+        state.trimmed.toLocaleString() +
+          " older dropped from view (keeps " +
+          MAX_ROWS.toLocaleString() +
+          ")",
+      );
+    }
     $("jump").hidden = state.stick;
   }
 
@@ -644,7 +667,10 @@
     });
     $("list").addEventListener("scroll", onScroll, { passive: true });
     $("list").addEventListener("click", onListClick);
-    window.addEventListener("resize", queueDraw);
+    window.addEventListener("resize", () => {
+      state.viewHeight = 0;
+      queueDraw();
+    });
     document.addEventListener("keydown", onKey);
     $("login-form").addEventListener("submit", () => {
       sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());

@@ -286,3 +286,52 @@ test("the chart draws records/s by level from /api/stats", async ({ page, gatewa
   await expect(page.locator("#details")).toBeVisible();
   await screenshot(page, testInfo);
 });
+
+test.describe("in dark mode", () => {
+  test.use({ colorScheme: "dark" });
+
+  test("the page follows the system and every level stays readable", async ({
+    page,
+    gateway,
+  }, testInfo) => {
+    const name = service("dark");
+    await page.goto(gateway.web);
+    await page.locator("#f-service").fill(name);
+    await page.locator("#f-service").press("Enter");
+    await live(page);
+    const levels = ["trace", "debug", "info", "warn", "error", "fatal"];
+    for (const level of levels) await gateway.log(name, `a ${level} record`, { level });
+    await expectShown(
+      page,
+      levels.map((level) => `a ${level} record`),
+    );
+    // WCAG contrast of each level's colour, and the text's, on the list.
+    const contrasts = await page.evaluate(() => {
+      const rgb = (css) =>
+        css
+          .match(/\d+(\.\d+)?/g)
+          .slice(0, 3)
+          .map(Number);
+      const luminance = ([r, g, b]) => {
+        const lin = (c) => ((c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+        return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+      };
+      const ratio = (a, b) => {
+        const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+        return (hi + 0.05) / (lo + 0.05);
+      };
+      const background = rgb(getComputedStyle(document.body).backgroundColor);
+      const cells = [...document.querySelectorAll(".row:not([hidden]) .level")];
+      const message = document.querySelector(".row:not([hidden]) .message");
+      return {
+        background: luminance(background),
+        text: ratio(rgb(getComputedStyle(message).color), background),
+        levels: cells.map((cell) => ratio(rgb(getComputedStyle(cell).color), background)),
+      };
+    });
+    expect(contrasts.background).toBeLessThan(0.05);
+    expect(contrasts.text).toBeGreaterThan(7);
+    for (const ratio of contrasts.levels) expect(ratio).toBeGreaterThan(4.5);
+    await screenshot(page, testInfo);
+  });
+});

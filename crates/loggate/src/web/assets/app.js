@@ -20,6 +20,9 @@
   /** No byte for this long (heartbeats come every 15 s) means a dead connection. */
   const SILENCE_MS = 45000;
   const STATS_EVERY_MS = 2000;
+  /** Records/s above which the list is drawn every BUSY_DRAW_MS only. */
+  const BUSY_RATE = 500;
+  const BUSY_DRAW_MS = 50;
   const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"];
   const TOKEN_KEY = "loggate.token";
 
@@ -46,6 +49,11 @@
     pool: [],
     /** The chart is fetching /api/stats. */
     polling: false,
+    /** Records that arrived since the last draw, and their rate before it. */
+    arrived: 0,
+    rate: 0,
+    /** When the list was last drawn (performance.now()). */
+    drewAt: 0,
     /** The spacer's height, and the list's visible height (0: to be read). */
     height: 0,
     viewHeight: 0,
@@ -292,7 +300,7 @@
       state.records.push(item);
       trim();
     }
-    queueDraw();
+    queueRecordsDraw();
   }
 
   function trim() {
@@ -328,6 +336,25 @@
   }
 
   /**
+   * A draw for records that arrived. When they come faster than anyone can
+   * read (500/s: a screenful of new rows every few frames), the list is redrawn at most
+   * every BUSY_DRAW_MS: each draw then replaces the whole screen anyway, and
+   * drawing it 60 times a second would only keep the browser from
+   * answering clicks and keys. At ordinary rates, every frame.
+   */
+  function queueRecordsDraw() {
+    state.arrived += 1;
+    if (state.drawQueued) return;
+    const wait = BUSY_DRAW_MS - (performance.now() - state.drewAt);
+    if (state.rate < BUSY_RATE || wait <= 0) {
+      queueDraw();
+      return;
+    }
+    state.drawQueued = true;
+    setTimeout(() => requestAnimationFrame(draw), wait);
+  }
+
+  /**
    * Draws the visible rows only: the DOM holds a screenful, not the list.
    * Record i always goes to row element i mod (pool size), so when a record
    * arrives at the bottom only the row it takes is refilled; the others
@@ -335,6 +362,12 @@
    */
   function draw() {
     state.drawQueued = false;
+    const now = performance.now();
+    // By rate, not by count: a frame late because the machine was busy
+    // brings many records at once, but is no reason to draw less often.
+    state.rate = (state.arrived * 1000) / Math.max(1, now - state.drewAt);
+    state.drewAt = now;
+    state.arrived = 0;
     const list = $("list");
     const total = state.records.length;
     if (state.height !== total * ROW) {

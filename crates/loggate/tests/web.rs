@@ -133,12 +133,17 @@ struct Events {
 impl Events {
     /// The next event, comments included; `None` when the stream ended.
     async fn next(&mut self) -> Option<Event> {
+        self.next_within(WAIT).await
+    }
+
+    /// [`Events::next`], waiting up to `wait` for each piece of it.
+    async fn next_within(&mut self, wait: Duration) -> Option<Event> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
                 return Some(parse_event(&block[..end]));
             }
-            let frame = tokio::time::timeout(WAIT, self.body.frame())
+            let frame = tokio::time::timeout(wait, self.body.frame())
                 .await
                 .expect("an event in time");
             match frame {
@@ -701,4 +706,19 @@ async fn with_tls_the_page_is_served_over_https_with_the_grpc_certificate() {
         .await
         .expect("refused in time")
         .is_err());
+}
+
+#[tokio::test]
+async fn a_quiet_stream_gets_a_keep_alive_comment_whatever_the_heartbeat() {
+    // The page takes 45 s of silence for a dead connection.
+    let (_gateway, web) = gateway(&["--tail-heartbeat", "1h"]).await;
+    let mut events = open(&web, "", &[]).await;
+    let started = tokio::time::Instant::now();
+    let quiet = events
+        .next_within(Duration::from_secs(20))
+        .await
+        .expect("the stream goes on");
+    assert_eq!(quiet.comments, ["keep-alive"]);
+    assert_eq!(quiet.data, None);
+    assert!(started.elapsed() < Duration::from_secs(20));
 }

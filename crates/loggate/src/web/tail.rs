@@ -16,6 +16,11 @@ use crate::api::{open_tail, TailEvents};
 /// one per record, and a chunk stays small.
 const EVENTS_PER_CHUNK: usize = 256;
 
+/// A quiet stream gets a comment this often, whatever `--tail-heartbeat`
+/// says: the page takes 45 s of silence for a dead connection, and proxies
+/// close idle ones.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub(super) async fn tail(State(web): State<Web>, uri: Uri, headers: HeaderMap) -> Response {
     let (gateway, caller) = match web.admit(&headers) {
         Ok(admitted) => admitted,
@@ -63,8 +68,17 @@ fn stream(
     let rest = futures::stream::unfold(Some(events), |events| async move {
         let mut events = events?;
         let mut batch = Vec::with_capacity(EVENTS_PER_CHUNK);
-        if events.recv_many(&mut batch, EVENTS_PER_CHUNK).await == 0 {
-            return None;
+        // recv_many is cancel-safe: a quiet spell loses nothing.
+        match tokio::time::timeout(KEEP_ALIVE, events.recv_many(&mut batch, EVENTS_PER_CHUNK)).await
+        {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(_) => {
+                return Some((
+                    Ok(bytes::Bytes::from_static(b": keep-alive\n\n")),
+                    Some(events),
+                ))
+            }
         }
         let mut out = BytesMut::new();
         let mut ended = false;

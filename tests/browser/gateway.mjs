@@ -14,6 +14,12 @@ const here = new URL(".", import.meta.url).pathname;
 export const BIN = resolve(here, "../..", process.env.LOGGATE_BIN || "target/debug/loggate");
 const RABBITMQCTL = process.env.RABBITMQCTL || "rabbitmqctl";
 
+/** Gateways started and not yet exited: killed if this process exits first. */
+const running = new Set();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 const unique = (what) => `${what}-${process.pid}-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
 
 /** A free loopback port: bound, read, released. */
@@ -66,6 +72,8 @@ export async function startGateway({ amqpUrl, webPort, extra = [] }) {
     ...extra,
   ];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"] });
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   let stderr = "";
   child.stderr.on("data", (chunk) => (stderr += chunk));
   const exited = new Promise((ok) => child.once("exit", ok));

@@ -1,13 +1,16 @@
 // loggate's web page in headless Chromium against a real gateway: what a
 // person sees when records are logged with the CLI.
 import { createHash } from "node:crypto";
-import { writeFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { writeFileSync } from "node:fs";
 
 import { test as base, expect } from "@playwright/test";
 
 import { createVhost, freePort, startGateway } from "./gateway.mjs";
+
+const TOKEN = "browser-test-token-0123456789";
+const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+/** The one service the auth file's principal may read. */
+const SCOPED = "oncall-scoped";
 
 /** Each test: a vhost, a gateway in it with its page, and the page opened. */
 const test = base.extend({
@@ -17,9 +20,20 @@ const test = base.extend({
     await vhost.delete();
   },
   webPort: async ({}, use) => use(await freePort()),
-  gatewayFlags: [[], { option: true }],
-  gateway: async ({ vhost, webPort, gatewayFlags }, use) => {
-    const gateway = await startGateway({ amqpUrl: vhost.url, webPort, extra: gatewayFlags });
+  /** Serve with an --auth-file naming one principal (TOKEN, reading SCOPED only). */
+  withAuth: [false, { option: true }],
+  gateway: async ({ vhost, webPort, withAuth }, use, testInfo) => {
+    const extra = [];
+    if (withAuth) {
+      const path = testInfo.outputPath("auth.toml");
+      writeFileSync(
+        path,
+        `[[principal]]\nname = "on-call"\ntoken_sha256 = "${sha256(TOKEN)}"\n` +
+          `log = ["*"]\ntail = ["${SCOPED}"]\n`,
+      );
+      extra.push("--auth-file", path);
+    }
+    const gateway = await startGateway({ amqpUrl: vhost.url, webPort, extra });
     await use(gateway);
     await gateway.stop();
   },
@@ -212,19 +226,8 @@ test("after a gateway restart the page resumes with no gap and no duplicate", as
   }
 });
 
-const TOKEN = "browser-test-token-0123456789";
-const sha256 = (text) => createHash("sha256").update(text).digest("hex");
-
 test.describe("with an auth file", () => {
-  const scoped = service("scoped");
-  const authFile = join(tmpdir(), `loggate-browser-auth-${process.pid}.toml`);
-  writeFileSync(
-    authFile,
-    `[[principal]]\nname = "on-call"\ntoken_sha256 = "${sha256(TOKEN)}"\n` +
-      `log = ["*"]\ntail = ["${scoped}"]\n`,
-  );
-  test.afterAll(() => rmSync(authFile, { force: true }));
-  test.use({ gatewayFlags: ["--auth-file", authFile] });
+  test.use({ withAuth: true });
 
   test("the page asks for a token and shows only what it may read", async ({
     page,
@@ -240,7 +243,7 @@ test.describe("with an auth file", () => {
     await expect(page.locator("#who")).toHaveText("as on-call");
     await live(page);
     await gateway.log(service("secret"), "not for on-call", { token: TOKEN });
-    await gateway.log(scoped, "for on-call", { token: TOKEN });
+    await gateway.log(SCOPED, "for on-call", { token: TOKEN });
     await expectShown(page, ["for on-call"]);
     // A service outside the scope is refused, with the gateway's reason.
     await page.locator("#f-service").fill("secret");

@@ -16,6 +16,9 @@
 //! - `record` → the generated wire types (`proto`) only: pure functions.
 //! - `metrics` → nothing: names and recording helpers that every module
 //!   may call; `http` → `metrics`: the `--metrics-listen` routes, served by `server`.
+//! - `web` → `api`, `auth`, `tail`, `record`: the `--http-listen` page and its
+//!   API (tails as Server-Sent Events through `api::open_tail`), served by
+//!   `server` with `http`'s loop.
 //! - `sync` → nothing; `cli` (the client subcommands) → `config`, `record`,
 //!   `proto`, never the server side.
 //!
@@ -37,3 +40,4 @@ pub mod spool;
 pub mod sync;
 pub mod tail;
 pub mod tls;
+pub mod web;

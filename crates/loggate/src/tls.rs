@@ -59,26 +59,36 @@ pub enum Error {
 pub struct ServerTls {
     files: TlsFiles,
     config: Swappable<ServerConfig>,
+    /// The same, offering HTTP/1.1 instead of HTTP/2: the web listener's.
+    http1: Swappable<ServerConfig>,
 }
 
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<ServerTls, Error> {
-        let config = build(&files)?;
+        let (config, http1) = build_both(&files)?;
         Ok(ServerTls {
             files,
             config: Swappable::new(config),
+            http1: Swappable::new(http1),
         })
     }
 
     /// Reads the files again; on error the configuration in force stays.
     pub fn reload(&self) -> Result<(), Error> {
-        let config = build(&self.files)?;
+        let (config, http1) = build_both(&self.files)?;
         self.config.replace(config);
+        self.http1.replace(http1);
         Ok(())
     }
 
     fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.current())
+    }
+
+    /// An acceptor for the web listener (HTTP/1.1 by ALPN), with the
+    /// certificate, key and client CA in force.
+    pub fn http1_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.http1.current())
     }
 
     /// Turns accepted TCP connections into TLS ones. Handshakes run
@@ -137,6 +147,14 @@ impl ServerTls {
         });
         tokio_stream::wrappers::ReceiverStream::new(receiver)
     }
+}
+
+/// The gRPC configuration, and the same for HTTP/1.1 (one read of the files).
+fn build_both(files: &TlsFiles) -> Result<(ServerConfig, ServerConfig), Error> {
+    let config = build(files)?;
+    let mut http1 = config.clone();
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, http1))
 }
 
 fn build(files: &TlsFiles) -> Result<ServerConfig, Error> {

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 pub use auth::Authenticate;
 pub use quota::{QuotaSettings, Rate};
+pub use tail::{open as open_tail, TailEvent, TailEvents};
 pub use tail_wire::{TailService, MAX_TAIL_REQUEST_BYTES, TAIL_PATH};
 
 use crate::broker::StreamSource;
@@ -109,6 +110,13 @@ impl Gateway {
             quotas: Arc::new(quota::Quotas::new(quotas)),
             shutdown,
         }
+    }
+}
+
+impl Gateway {
+    /// The shared live consumer: its rates feed the web page's chart.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 }
 

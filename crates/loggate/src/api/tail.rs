@@ -25,11 +25,54 @@ use crate::tail::{Entry, Fed, Feed};
 /// How long the closing status may wait for room in a full response buffer.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
 
+/// What a follower sends: gRPC's frames (`TailFrame`) or the web page's
+/// events. The follower decides what to send and when; this only says how a
+/// record, CaughtUp, a heartbeat and a gap are written.
+pub trait TailEvent: Send + 'static {
+    /// A record that matched, and the token that resumes right after it.
+    fn record(entry: &Entry, resume_token: String) -> Self;
+    fn caught_up() -> Self;
+    fn heartbeat(beat: pb::Heartbeat) -> Self;
+    fn gap(gap: pb::Gap) -> Self;
+}
+
+impl TailEvent for TailFrame {
+    fn record(entry: &Entry, resume_token: String) -> Self {
+        TailFrame::record(entry.encoded(), resume_token)
+    }
+    fn caught_up() -> Self {
+        TailFrame::caught_up()
+    }
+    fn heartbeat(beat: pb::Heartbeat) -> Self {
+        TailFrame::heartbeat(beat)
+    }
+    fn gap(gap: pb::Gap) -> Self {
+        TailFrame::gap(gap)
+    }
+}
+
+/// The events of one open tail; a `Status` ends it.
+pub type TailEvents<E> = mpsc::Receiver<Result<E, Status>>;
+
 pub(super) async fn tail(
     gateway: &Gateway,
     request: Request<pb::TailRequest>,
 ) -> Result<Response<TailFrames>, Status> {
     let caller = caller(&request)?;
+    let events = open(gateway, caller, request.into_inner()).await?;
+    Ok(Response::new(Box::pin(ReceiverStream::new(events))))
+}
+
+/// Opens a tail for `caller`: every check a Tail call gets (its tail scope,
+/// `--max-tails`, the per-principal quotas, the broker channel budget), then
+/// a follower that sends events until the receiver is dropped. The gRPC Tail
+/// and the web page's `/api/tail` both come through here, so they cannot
+/// differ in what they let a caller read.
+pub async fn open<E: TailEvent>(
+    gateway: &Gateway,
+    caller: Caller,
+    request: pb::TailRequest,
+) -> Result<TailEvents<E>, Status> {
     let scope = caller.tail_scope();
     // A principal that may read nothing gets no tail at all: an empty one
     // would still hold a place and, from the past, a broker channel.
@@ -40,7 +83,6 @@ pub(super) async fn tail(
         .into());
     }
     if let Some((i, service)) = request
-        .get_ref()
         .services
         .iter()
         .enumerate()
@@ -65,7 +107,6 @@ pub(super) async fn tail(
     let principal_place = gateway.quotas.open_tail(&caller)?;
     // Its share of the broker channels, when it starts in the past.
     let mut history_place = None;
-    let request = request.into_inner();
     let filter = Arc::new(Filter::from_request(&request)?.within(scope));
     let queue = gateway.source.queue().to_owned();
     let start = Start::from_request(&request, &queue, OffsetDateTime::now_utc())?;
@@ -137,7 +178,7 @@ pub(super) async fn tail(
         caller,
     };
     tokio::spawn(follower.run(feed).instrument(info_span!("tail")));
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    Ok(rx)
 }
 
 /// Where a tail begins, and what it must skip at first because the stream
@@ -215,10 +256,8 @@ impl Start {
     }
 }
 
-type Sender = mpsc::Sender<Result<TailFrame, Status>>;
-
 /// One follower's state.
-struct Follower {
+struct Follower<E> {
     filter: Arc<Filter>,
     /// Consulted until the first wanted record; `Live` afterwards.
     start: Start,
@@ -232,7 +271,7 @@ struct Follower {
     /// End once caught up.
     history_only: bool,
     heartbeat: Duration,
-    tx: Sender,
+    tx: mpsc::Sender<Result<E, Status>>,
     shutdown: CancellationToken,
     /// This follower's place under `--max-tails`, returned when it ends.
     _place: OwnedSemaphorePermit,
@@ -287,7 +326,7 @@ enum Stop {
     Fail(Status),
 }
 
-impl Follower {
+impl<E: TailEvent> Follower<E> {
     /// Forwards records until the client leaves or the limit is reached (no
     /// status), the gateway shuts down or the broker fails (UNAVAILABLE).
     /// Always closes the feed, so no consumer is left behind on the broker.
@@ -334,7 +373,7 @@ impl Follower {
                         time: Some(timestamp(OffsetDateTime::now_utc())),
                         head_time: head.map(timestamp),
                     };
-                    if let Err(stop) = self.send(TailFrame::heartbeat(beat)).await {
+                    if let Err(stop) = self.send(E::heartbeat(beat)).await {
                         break stop;
                     }
                     continue;
@@ -365,7 +404,7 @@ impl Follower {
     /// Sends CaughtUp once; ends the tail if only history was asked for.
     async fn caught_up(&mut self) -> Result<(), Stop> {
         self.catch_up = CatchUp::Done;
-        self.send(TailFrame::caught_up()).await?;
+        self.send(E::caught_up()).await?;
         if self.history_only {
             return Err(Stop::Done);
         }
@@ -430,8 +469,7 @@ impl Follower {
             index: entry.index,
         }
         .encode();
-        self.send(TailFrame::record(entry.encoded(), resume_token))
-            .await?;
+        self.send(E::record(entry, resume_token)).await?;
         if let Some(left) = &mut self.limit {
             *left -= 1;
             if *left == 0 {
@@ -466,10 +504,10 @@ impl Follower {
         let reason = "records after the resume point are gone (older than the history's \
                       retention); continuing at the oldest retained record"
             .to_owned();
-        self.send(TailFrame::gap(pb::Gap { reason })).await
+        self.send(E::gap(pb::Gap { reason })).await
     }
 
-    async fn send(&self, frame: TailFrame) -> Result<(), Stop> {
+    async fn send(&self, frame: E) -> Result<(), Stop> {
         tokio::select! {
             () = self.shutdown.cancelled() => Err(shutting_down()),
             sent = self.tx.send(Ok(frame)) => sent.map_err(|_| Stop::Done),

@@ -76,6 +76,13 @@ pub struct ListenArgs {
     #[arg(long, env = "LOGGATE_ADDRESS_FILE")]
     pub address_file: Option<PathBuf>,
 
+    /// Serve the live-tail web page (/) and its API (/api/tail, /api/stats)
+    /// on this address: HTTP/1.1, over TLS with the gRPC port's certificate
+    /// when --tls-cert is given, behind the same --auth-file. May name the
+    /// --metrics-listen address: one listener then serves both. Off by default.
+    #[arg(long, env = "LOGGATE_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
     /// This instance's name, stamped on every record it accepts. Default: the host name.
     #[arg(long, env = "LOGGATE_INSTANCE")]
     pub instance: Option<String>,
@@ -528,6 +535,7 @@ mod tests {
     fn metrics_are_off_and_logs_are_text_by_default() {
         let config = ServeConfig::try_parse_from(["serve"]).expect("defaults parse");
         assert_eq!(config.observability.metrics_listen, None);
+        assert_eq!(config.server.http_listen, None);
         assert_eq!(config.observability.log_format, LogFormat::Text);
         let config = ServeConfig::try_parse_from([
             "serve",

@@ -69,6 +69,8 @@ pub enum Error {
     Unprotected(String),
     #[error("--metrics-listen {0}: {1}")]
     MetricsListen(SocketAddr, #[source] std::io::Error),
+    #[error("--http-listen {0}: {1}")]
+    HttpListen(SocketAddr, #[source] std::io::Error),
 }
 
 /// Runs the gateway on an already-bound `listener` until `shutdown` resolves,
@@ -81,17 +83,18 @@ pub async fn run(
 ) -> Result<(), Error> {
     let instance = config.server.instance_name();
     let security = security::secure(&config, listener.local_addr().ok())?;
-    let observer = observe::Observer::start(&config).await?;
+    let observer = observe::Observer::start(&config, &security).await?;
     let backends = connect(&config, &instance).await?;
     observer.watch(&backends);
     let stop = CancellationToken::new();
-    let (routes, health) = build_services(
+    let (routes, health, gateway) = build_services(
         &config,
         &backends,
         security.auth.clone(),
         instance.clone(),
         stop.clone(),
     )?;
+    observer.serve_web(&gateway);
     let reloading = tokio::spawn(security::reload_on_hangup(security.clone(), stop.clone()));
     let reporting = tokio::spawn(report_health(
         health,
@@ -181,8 +184,8 @@ async fn connect(config: &ServeConfig, instance: &str) -> Result<Backends, Error
     })
 }
 
-/// Step 2: the gRPC services, and the health reporter that `report_health`
-/// keeps current. The LogGateway service is behind authentication; health
+/// Step 2: the gRPC services, the health reporter that `report_health`
+/// keeps current, and the gateway the web page tails through. The LogGateway service is behind authentication; health
 /// and reflection stay open (load balancers and grpcurl need them).
 fn build_services(
     config: &ServeConfig,
@@ -190,7 +193,7 @@ fn build_services(
     auth: Option<Arc<Auth>>,
     instance: String,
     stop: CancellationToken,
-) -> Result<(Routes, HealthReporter), Error> {
+) -> Result<(Routes, HealthReporter, Arc<Gateway>), Error> {
     let ingest = Arc::new(Ingest::new(
         Arc::clone(&backends.publisher),
         backends.spool.clone(),
@@ -207,6 +210,7 @@ fn build_services(
         stop,
     );
     let gateway = Arc::new(gateway);
+    let web = Arc::clone(&gateway);
     let authenticate = Authenticate::new(auth);
     // OTLP/gRPC logs in: the same gateway behind the same authentication.
     let otlp = InterceptedService::new(
@@ -248,7 +252,7 @@ fn build_services(
         .add_service(reflection().build_v1alpha()?)
         .add_service(gateway)
         .add_service(otlp);
-    Ok((routes, reporter))
+    Ok((routes, reporter, web))
 }
 
 /// The LogGateway service: Tail calls go to the hand-written Tail service

@@ -29,16 +29,24 @@ pub(super) fn secure(config: &ServeConfig, address: Option<SocketAddr>) -> Resul
     let auth = match &flags.auth_file {
         Some(path) => Some(Arc::new(Auth::load(path)?)),
         None => {
-            // An address we cannot read is not known to be loopback.
-            if !address.is_some_and(|a| a.ip().is_loopback()) {
+            // An address we cannot read is not known to be loopback. The
+            // web page serves tails too, so its address obeys the same rule.
+            let web = config.server.http_listen;
+            let exposed = if !address.is_some_and(|a| a.ip().is_loopback()) {
+                Some(address)
+            } else {
+                web.filter(|a| !a.ip().is_loopback()).map(Some)
+            };
+            if let Some(exposed) = exposed {
                 if !flags.allow_unauthenticated {
-                    return Err(Error::Unprotected(address.map_or_else(
+                    return Err(Error::Unprotected(exposed.map_or_else(
                         || "an address it could not read".to_owned(),
                         |a| a.to_string(),
                     )));
                 }
                 warn!(
                     ?address,
+                    ?web,
                     "serving without authentication (--allow-unauthenticated)"
                 );
             }

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     decode::{DecodeLimits, Decoder},
+    rate::Rates,
     Entry,
 };
 use crate::broker::{Error, StreamReader, StreamSource, StreamStart};
@@ -34,6 +35,8 @@ pub struct Hub {
     /// Rung when a follower leaves, so the consumer stops without waiting
     /// for the next message once nobody follows.
     left: tokio::sync::Notify,
+    /// Records read per second by level: the web page's rate chart.
+    rates: Rates,
 }
 
 #[derive(Default)]
@@ -95,6 +98,7 @@ impl Hub {
             starting: tokio::sync::Mutex::new(()),
             left: tokio::sync::Notify::new(),
             latest: Mutex::new(None),
+            rates: Rates::default(),
         })
     }
 
@@ -219,10 +223,17 @@ impl Hub {
         *lock(&self.latest)
     }
 
+    /// Records read per second by level, while the hub runs.
+    pub fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
     fn fan_out(&self, entries: &[Entry]) {
         let Some(newest) = entries.iter().map(|e| e.record.received_time).max() else {
             return;
         };
+        self.rates
+            .count(unix_second_now(), entries.iter().map(|e| e.record.level));
         {
             let mut latest = lock(&self.latest);
             *latest = (*latest).max(Some(newest));
@@ -242,6 +253,15 @@ impl Hub {
                 .retain(|f| !gone.iter().any(|g| Arc::ptr_eq(g, &f.detachment)));
         }
     }
+}
+
+/// The current Unix second, by the system clock.
+pub fn unix_second_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
 }
 
 impl Subscriber {

@@ -14,6 +14,7 @@
 mod decode;
 mod feed;
 mod hub;
+mod rate;
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,7 +23,8 @@ use prost::Message as _;
 
 pub use decode::{DecodeLimits, DEFAULT_MAX_RECORD_BYTES, TRUNCATED};
 pub use feed::Feed;
-pub use hub::Hub;
+pub use hub::{unix_second_now, Hub};
+pub use rate::{Counts, Rates, WINDOW_SECONDS};
 
 use crate::record::Record;
 
@@ -53,6 +55,8 @@ pub struct Entry {
     /// The record as a wire `LogRecord`, encoded by the first follower that
     /// sends it and shared with every other.
     encoded: Arc<OnceLock<Bytes>>,
+    /// The record as its JSON body (the web page's form), likewise once.
+    json: Arc<OnceLock<Bytes>>,
 }
 
 impl Entry {
@@ -63,6 +67,7 @@ impl Entry {
             record: Arc::new(record),
             last_in_message: false,
             encoded: Arc::default(),
+            json: Arc::default(),
         }
     }
 
@@ -76,6 +81,14 @@ impl Entry {
                 let wire = crate::proto::v1::LogRecord::from(Record::clone(&self.record));
                 Bytes::from(wire.encode_to_vec())
             })
+            .clone()
+    }
+
+    /// The record as its JSON body (the AMQP contract's form): once for
+    /// all web followers, like [`Entry::encoded`].
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(self.record.to_json()))
             .clone()
     }
 

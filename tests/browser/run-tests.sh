@@ -20,7 +20,9 @@ if ! command -v npm >/dev/null 2>&1; then
   echo "run-tests.sh: npm (Node.js 18 or newer) is needed: apt-get install nodejs npm" >&2
   exit 2
 fi
-bin="../../${LOGGATE_BIN:-target/debug/loggate}"
+bin="${LOGGATE_BIN:-target/debug/loggate}"
+# Relative to the repository's top, like gateway.mjs reads it.
+[[ $bin == /* ]] || bin="../../$bin"
 if [ ! -x "$bin" ]; then
   echo "run-tests.sh: no gateway at $bin: run 'cargo build -p loggate' first (or set LOGGATE_BIN)" >&2
   exit 2

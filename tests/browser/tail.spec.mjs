@@ -226,6 +226,35 @@ test("after a gateway restart the page resumes with no gap and no duplicate", as
   }
 });
 
+test("a live page that has received nothing yet misses nothing across a gateway restart", async ({
+  page,
+  vhost,
+  webPort,
+  gateway,
+}, testInfo) => {
+  const name = service("quiet");
+  await page.goto(gateway.web);
+  await page.locator("#f-service").fill(name);
+  await page.locator("#f-service").press("Enter");
+  await live(page);
+  await gateway.stop();
+  await expect(page.locator("#conn")).toHaveAttribute("data-state", "reconnecting");
+  // Logged through another gateway while the page cannot reach its own, so
+  // they are certainly in the history before the page reconnects.
+  const other = await startGateway({ amqpUrl: vhost.url, webPort: await freePort() });
+  let again = null;
+  try {
+    for (const i of [1, 2, 3]) await other.log(name, `q${i}`);
+    again = await startGateway({ amqpUrl: vhost.url, webPort });
+    await expectShown(page, ["q1", "q2", "q3"], { timeout: 20_000 });
+    await live(page);
+    await screenshot(page, testInfo);
+  } finally {
+    if (again) await again.stop();
+    await other.stop();
+  }
+});
+
 test.describe("with an auth file", () => {
   test.use({ withAuth: true });
 

@@ -38,6 +38,12 @@
     trimmed: 0,
     /** The resume token of the newest record received. */
     lastToken: "",
+    /**
+     * A live tail's start by the gateway's clock (its Date header, less a
+     * second for the header's resolution): where a reconnect before any
+     * record resumes, so nothing that arrived meanwhile is missed.
+     */
+    liveSince: "",
     selected: null,
     /** Bumped whenever the filters change: older tails stop. */
     generation: 0,
@@ -127,6 +133,10 @@
   /** The query string for the filters in the form. */
   function query() {
     const params = new URLSearchParams();
+    // Reopening a live tail that has received nothing yet: from its start.
+    if (!state.lastToken && state.liveSince && !$("f-start").value.trim()) {
+      params.set("start_time", state.liveSince);
+    }
     for (const service of $("f-service").value.split(/[\s,]+/)) {
       if (service) params.append("service", service);
     }
@@ -152,6 +162,7 @@
     state.pending = [];
     state.trimmed = 0;
     state.lastToken = "";
+    state.liveSince = "";
     state.selected = null;
     state.stick = true;
     showDetails(null);
@@ -196,6 +207,10 @@
             return;
           }
           throw new Error(body.error || res.status + " " + res.statusText);
+        }
+        if (!state.liveSince) {
+          const date = Date.parse(res.headers.get("date") || "");
+          if (!Number.isNaN(date)) state.liveSince = new Date(date - 1000).toISOString();
         }
         setConn("live");
         attempt = 0;
@@ -296,6 +311,14 @@
     }
     if (state.paused) {
       state.pending.push(item);
+      // Bounded like the list: what would be trimmed on resume anyway goes
+      // now, counted.
+      const over = state.pending.length - MAX_ROWS;
+      if (over > 0) {
+        const drop = over + 1000;
+        state.pending.splice(0, drop);
+        state.trimmed += drop;
+      }
     } else {
       state.records.push(item);
       trim();

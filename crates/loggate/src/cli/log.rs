@@ -25,19 +25,17 @@ pub async fn run(args: LogArgs) -> Result<ExitCode, Error> {
         id: args.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         ..Default::default()
     };
-    // One call per gateway at most: each try starts at the gateway after the
-    // one that answered UNAVAILABLE, skipping those that cannot be reached.
+    // Each gateway is called at most once, in order; one that cannot be
+    // reached is skipped (connect tries the following ones).
     let mut next = 0;
-    let mut calls_left = gateways.count();
     let response = loop {
-        let (mut client, reached) = gateways.connect(next).await?;
-        calls_left -= 1;
+        let (mut client, reached) = gateways.connect_from(next).await?;
         let request = pb::LogRequest {
             record: Some(record.clone()),
         };
         match client.log(request).await {
             Ok(response) => break response,
-            Err(status) if status.code() == Code::Unavailable && calls_left > 0 => {
+            Err(status) if status.code() == Code::Unavailable && reached + 1 < gateways.count() => {
                 eprintln!(
                     "loggate: {}: {} (UNAVAILABLE); trying the next gateway",
                     gateways.address(reached),

@@ -175,9 +175,22 @@ impl Gateways {
     /// the `first`-th (wrapping round), and says which one it reached. A
     /// gateway that is down costs one connect timeout, not the command.
     pub async fn connect(&self, first: usize) -> Result<(Client, usize), Error> {
+        let order = (0..self.count()).map(|step| (first + step) % self.count());
+        self.connect_in(order).await
+    }
+
+    /// Like `connect`, but tries only the `first`-th gateway and those after
+    /// it, never wrapping round: for a call that must reach each at most once.
+    pub async fn connect_from(&self, first: usize) -> Result<(Client, usize), Error> {
+        self.connect_in(first..self.count()).await
+    }
+
+    async fn connect_in(
+        &self,
+        order: impl Iterator<Item = usize>,
+    ) -> Result<(Client, usize), Error> {
         let mut unreachable = Vec::new();
-        for step in 0..self.count() {
-            let index = (first + step) % self.count();
+        for index in order {
             let (address, endpoint) = &self.endpoints[index];
             match endpoint.connect().await {
                 Ok(channel) => {

@@ -41,7 +41,7 @@ struct Position {
     printed: u64,
     /// The `--server` gateway to try first: the one the tail is on.
     gateway: usize,
-    /// Tails that ended in a retryable error since one was last open; a tail
+    /// Tails that ended in a retryable error since one last answered; a tail
     /// moves to the next gateway at once while some gateway is untried.
     failures: usize,
 }
@@ -181,7 +181,6 @@ async fn follow(
             return Ended::Failed(error);
         }
     };
-    position.failures = 0;
 
     let stdout = std::io::stdout();
     let colour = args.output == Output::Text && stdout.is_terminal();
@@ -200,7 +199,13 @@ async fn follow(
                     status,
                 });
             }
-            Some(Ok(response)) => response,
+            Some(Ok(response)) => {
+                // Open and answering: only now is this gateway known good
+                // (one that accepts tails and fails each at once must not
+                // be bounced between without a pause).
+                position.failures = 0;
+                response
+            }
         };
         let wire = match response.event {
             Some(pb::tail_response::Event::Record(wire)) => wire,

@@ -247,6 +247,25 @@ def test_a_refused_record_is_reported_once_and_the_rest_of_its_batch_arrives(cap
     assert "records[1].message" in err, err
 
 
+def test_a_refused_stream_gives_its_records_up_instead_of_retrying_for_ever(auth_gateway, capsys):
+    handler = LoggateHandler(
+        unique_service("pytest-auth-refused"),
+        target=auth_gateway.address,
+        token="not-a-token-the-gateway-knows",
+        flush_interval=0.05,
+    )
+    logger = handler_logger(handler)
+    try:
+        for i in range(10):
+            logger.info("refused %d", i)
+        assert handler.flush(10), "settled (given up on), not retried for ever"
+        stats = handler.stats()
+    finally:
+        handler.close(timeout=1)
+    assert (stats.sent, stats.failed, stats.queued) == (0, 10, 0), stats
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
 def test_two_targets_keep_every_record_when_one_gateway_is_killed(site):
     gw1, gw2 = site.gateway(), site.gateway()
     gw1.start()

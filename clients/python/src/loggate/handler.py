@@ -51,6 +51,26 @@ _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 _MAYBE_CODES = frozenset({grpc.StatusCode.UNKNOWN.value[0], grpc.StatusCode.INTERNAL.value[0]})
 _MAYBE_TRIES = 3
 _RECORD_INDEX = re.compile(r"^records\[(\d+)\]")
+# A whole stream refused for a reason a retry cannot fix: what was in flight
+# is given up on (later records still try, after a pause).
+_STREAM_PERMANENT = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+# A stream that ended for these is sent again for as long as it takes (the
+# gateway went away, or the wait ran out); any other ending, a few times.
+_STREAM_RETRY = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 MAX_BATCH = 1000  # the gateway's default --max-batch
 # Records converted between two GIL releases of the sender (~0.5 ms of work).
@@ -539,9 +559,19 @@ class _Sender:
             self._stream = None
         pending = [batch for batch, _ in self._pending.values()]
         self._pending.clear()
+        err = stream.error
+        code = err.code() if isinstance(err, grpc.RpcError) else None
+        if code in _STREAM_PERMANENT:
+            self._give_up_on(pending, f"{_describe(err)}")
+            pending = []
+        elif code not in _STREAM_RETRY:
+            self._give_up_on(
+                [b for b in pending if b.tries >= _MAYBE_TRIES],
+                f"{_describe(err)}, {_MAYBE_TRIES} times",
+            )
+            pending = [b for b in pending if b.tries < _MAYBE_TRIES]
         if pending:
             self._retry_later(pending)
-        err = stream.error
         if pending or not isinstance(err, grpc.RpcError) or err.code() != grpc.StatusCode.OK:
             retrying = sum(len(b.records) for b in pending)
             self._warn(
@@ -551,6 +581,17 @@ class _Sender:
             )
             self.endpoints.failed(stream.index)
             self._backoff()
+
+    def _give_up_on(self, batches: List[_Batch], why: str) -> None:
+        n = sum(len(b.records) for b in batches)
+        if not n:
+            return
+        self.failed += n
+        self._settled(n)
+        self._warn(
+            "stream-refused",
+            f"loggate: the gateway refused the stream ({why}); {n} records dropped",
+        )
 
     def _backoff(self) -> None:
         self._attempt += 1

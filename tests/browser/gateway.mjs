@@ -16,9 +16,17 @@ const RABBITMQCTL = process.env.RABBITMQCTL || "rabbitmqctl";
 
 /** Gateways started and not yet exited: killed if this process exits first. */
 const running = new Set();
-process.once("exit", () => {
+const killAll = () => {
   for (const child of running) child.kill("SIGKILL");
-});
+};
+process.once("exit", killAll);
+// Playwright stops a worker with a signal, which skips "exit" handlers.
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(1);
+  });
+}
 
 const unique = (what) => `${what}-${process.pid}-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
 
@@ -84,7 +92,7 @@ export async function startGateway({ amqpUrl, webPort, extra = [] }) {
     if (i > 300) throw new Error(`loggate did not start in 30 s: ${stderr}`);
     try {
       grpc = grpc || `http://${readFileSync(addressFile, "utf8").trim()}`;
-      // 503 until the gateway has reached RabbitMQ.
+      // 503 until the gateway has reached RabbitMQ (before any token check).
       const res = await fetch(`${web}/api/stats`, {
         headers: { authorization: "Bearer x" },
       });

@@ -53,11 +53,12 @@ def run(*args, timeout=120):
 @pytest.fixture(scope="module")
 def cluster():
     """The cluster's AMQP URLs (comma-separated); stopped and deleted after."""
-    urls = run(str(CLUSTER), "start", timeout=300).stdout.strip()
-    assert urls.count(",") == 2, urls
     try:
+        urls = run(str(CLUSTER), "start", timeout=300).stdout.strip()
+        assert urls.count(",") == 2, urls
         yield urls
     finally:
+        # Also after a failed or timed-out start: no node is left running.
         subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=300)
 
 
@@ -297,3 +298,4 @@ def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(
                 process.wait(timeout=30)
         first.stop()
         second.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -66,12 +66,14 @@ impl Web {
     /// The gateway and the caller of a request, or the answer refusing it.
     fn admit(&self, headers: &HeaderMap) -> Result<(Arc<Gateway>, Caller), Refusal> {
         self.check_host(headers)?;
-        let caller = self.caller(headers)?;
+        // Starting before the token is checked: "not ready" tells nobody
+        // anything (gRPC health says as much), and a probe needs no token.
         let gateway = self.gateway.get().cloned().ok_or_else(|| Refusal {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "UNAVAILABLE",
             message: "the gateway is starting: it has not reached RabbitMQ yet".to_owned(),
         })?;
+        let caller = self.caller(headers)?;
         Ok((gateway, caller))
     }
 

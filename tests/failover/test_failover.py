@@ -196,7 +196,9 @@ def start_services(workdir: Path, targets: str) -> dict:
 
 def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(cluster):
     if shutil.which("node") is None or not (NODE_PROJECT / "node_modules" / "loggate").exists():
-        pytest.fail(f"the Node package is not installed in {NODE_PROJECT} (run tests/failover/run.sh)")
+        pytest.fail(
+            f"the Node package is not installed in {NODE_PROJECT} (run tests/failover/run.sh)"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="loggate-failover-"))
     suffix = uuid.uuid4().hex[:8]
     names = {"exchange": f"failover-{suffix}", "history": f"failover-{suffix}.history"}
@@ -236,7 +238,7 @@ def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(
         counters = {}
         for service, process in services.items():
             out, _ = process.communicate(timeout=DEADLINE)
-            logged = (workdir / ("app_node.log" if "node" in service else "app_python.log"))
+            logged = workdir / ("app_node.log" if "node" in service else "app_python.log")
             assert process.returncode == 0, (service, logged.read_text())
             counters[service] = json.loads(out.strip().splitlines()[-1])
         print("services:", json.dumps(counters))

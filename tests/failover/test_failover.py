@@ -47,7 +47,9 @@ DEADLINE = 180  # seconds, for anything the test waits on
 
 
 def run(*args, timeout=120):
-    return subprocess.run(args, check=True, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        args, check=True, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,9 @@ class Gateway:
         deadline = time.monotonic() + 60
         while not address_file.exists():
             assert self.process.poll() is None, f"{name} exited: {self.logged()}"
-            assert time.monotonic() < deadline, f"{name} did not listen: {self.logged()}"
+            assert (
+                time.monotonic() < deadline
+            ), f"{name} did not listen: {self.logged()}"
             time.sleep(0.05)
         self.address = address_file.read_text().strip()
         with grpc.insecure_channel(self.address) as channel:
@@ -105,7 +109,9 @@ class Gateway:
                         break
                 except grpc.RpcError:
                     pass
-                assert time.monotonic() < deadline, f"{name} not SERVING: {self.logged()}"
+                assert (
+                    time.monotonic() < deadline
+                ), f"{name} not SERVING: {self.logged()}"
                 time.sleep(0.1)
 
     def logged(self) -> str:
@@ -143,14 +149,18 @@ def node_of_publish_connection(gateway: Gateway) -> int:
         for line in listing.splitlines():
             if needle in line:
                 # The pid names its node: <loggate2@host.123.456.0>
-                return int(line.split("@")[0].strip().lstrip("<").removeprefix("loggate"))
+                return int(
+                    line.split("@")[0].strip().lstrip("<").removeprefix("loggate")
+                )
     raise AssertionError(f"no connection named {needle!r} on the cluster")
 
 
 def history(targets: str, timeout: float = 30) -> list:
     """Every record in the history stream, in stream order."""
     with loggate.Client(targets) as client:
-        return list(client.tail(from_beginning=True, history_only=True, timeout=timeout))
+        return list(
+            client.tail(from_beginning=True, history_only=True, timeout=timeout)
+        )
 
 
 def start_services(workdir: Path, targets: str) -> dict:
@@ -194,8 +204,13 @@ def start_services(workdir: Path, targets: str) -> dict:
     return services
 
 
-def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(cluster):
-    if shutil.which("node") is None or not (NODE_PROJECT / "node_modules" / "loggate").exists():
+def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(
+    cluster,
+):
+    if (
+        shutil.which("node") is None
+        or not (NODE_PROJECT / "node_modules" / "loggate").exists()
+    ):
         pytest.fail(
             f"the Node package is not installed in {NODE_PROJECT} (run tests/failover/run.sh)"
         )
@@ -238,7 +253,9 @@ def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(
         counters = {}
         for service, process in services.items():
             out, _ = process.communicate(timeout=DEADLINE)
-            logged = workdir / ("app_node.log" if "node" in service else "app_python.log")
+            logged = workdir / (
+                "app_node.log" if "node" in service else "app_python.log"
+            )
             assert process.returncode == 0, (service, logged.read_text())
             counters[service] = json.loads(out.strip().splitlines()[-1])
         print("services:", json.dumps(counters))
@@ -267,7 +284,9 @@ def test_killing_a_gateway_and_a_broker_node_loses_nothing_and_the_tail_goes_on(
         ids_by_message = {}
         for r in records:
             ids_by_message.setdefault(r.message, set()).add(r.id)
-        assert all(len(ids) == 1 for ids in ids_by_message.values()), "a retry made a new id"
+        assert all(
+            len(ids) == 1 for ids in ids_by_message.values()
+        ), "a retry made a new id"
         duplicates = len(records) - len(ids_by_message)
 
         # The tail prints exactly the history, in order: nothing skipped or

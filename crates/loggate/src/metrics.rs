@@ -303,7 +303,7 @@ fn saturating_i64(value: u64) -> i64 {
 }
 
 /// gRPC's canonical name of a status code, as `grpcurl` and the spec write it.
-fn code_name(code: tonic::Code) -> &'static str {
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code as C;
     match code {
         C::Ok => "OK",

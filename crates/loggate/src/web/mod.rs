@@ -229,7 +229,7 @@ impl From<&Status> for Refusal {
         };
         Refusal {
             status: http,
-            code: code_name(status.code()),
+            code: crate::metrics::code_name(status.code()),
             message: status.message().to_owned(),
         }
     }
@@ -238,29 +238,6 @@ impl From<&Status> for Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         error(self.status, self.code, &self.message)
-    }
-}
-
-/// gRPC's name for a code (`INVALID_ARGUMENT`), which clients of both APIs know.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

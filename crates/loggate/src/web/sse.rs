@@ -82,7 +82,7 @@ pub fn write_failure(status: &Status, out: &mut BytesMut) {
     named(
         out,
         "failed",
-        &json!({ "code": super::code_name(status.code()), "message": status.message() }),
+        &json!({ "code": crate::metrics::code_name(status.code()), "message": status.message() }),
     );
 }
 

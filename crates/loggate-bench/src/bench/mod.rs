@@ -242,10 +242,17 @@ fn broker_line(pid: Option<u32>, direct: Option<[Option<f64>; 2]>, gateway: Opti
     );
     if let Some([one, four]) = direct {
         line += &format!(", direct 1 channel {}, 4 channels {}", us(one), us(four));
-        let cheapest = [one, four].into_iter().flatten().reduce(f64::min);
-        if let (Some(gateway), Some(direct)) = (gateway, cheapest) {
-            line += &format!(" (gateway/direct {:.2}x the cheaper)", gateway / direct);
-        }
+        // Against each: a LogStream publishes on one channel, concurrent
+        // calls on the pool (4 by default).
+        let ratio = |direct: Option<f64>| match (gateway, direct) {
+            (Some(gateway), Some(direct)) if direct > 0.0 => format!("{:.2}x", gateway / direct),
+            _ => "-".to_owned(),
+        };
+        line += &format!(
+            " (gateway/direct: {} 1 channel, {} 4 channels)",
+            ratio(one),
+            ratio(four)
+        );
     }
     line
 }

@@ -142,9 +142,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub records: u64,
 
-    /// Concurrent clients, each on its own connection.
+    /// Calls in flight: concurrent clients, each making one call (or, in
+    /// stream mode, holding one LogStream) at a time.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+
+    /// HTTP/2 connections the clients share, client i on connection i mod N
+    /// (default: one per client). gRPC clients usually multiplex every call
+    /// over one connection: --connections 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: Option<u32>,
 
     /// Records per LogBatch call or LogStream request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -242,4 +249,41 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub gateway: GatewayBin,
+}
+
+impl BenchArgs {
+    /// The HTTP/2 connections the clients share: `--connections`, at most
+    /// one per client; one per client when not given.
+    pub fn connections(&self) -> u32 {
+        self.connections
+            .map_or(self.concurrency, |n| n.min(self.concurrency))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(args: &[&str]) -> BenchArgs {
+        let cli =
+            Cli::try_parse_from(["loggate-bench", "bench"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Bench(args) => args,
+            Command::Chaos(_) => unreachable!("bench was given"),
+        }
+    }
+
+    #[test]
+    fn connections_default_to_one_per_client_and_never_exceed_them() {
+        assert_eq!(bench(&["--concurrency", "8"]).connections(), 8);
+        assert_eq!(
+            bench(&["--concurrency", "8", "--connections", "1"]).connections(),
+            1
+        );
+        assert_eq!(
+            bench(&["--concurrency", "2", "--connections", "4"]).connections(),
+            2
+        );
+        assert!(Cli::try_parse_from(["loggate-bench", "bench", "--connections", "0"]).is_err());
+    }
 }

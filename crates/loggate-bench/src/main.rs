@@ -5,6 +5,7 @@
 //! the product binary.
 
 mod bench;
+mod broker_node;
 mod chaos;
 mod config;
 mod connect;

@@ -45,6 +45,50 @@ fn bench_smoke_run_verifies_every_acked_record() {
 }
 
 #[test]
+fn calls_share_one_connection_and_the_broker_cpu_is_reported() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loggate-bench"))
+        .args([
+            "bench",
+            "--mode",
+            "batch",
+            "--records",
+            "400",
+            "--concurrency",
+            "4",
+            "--connections",
+            "1",
+            "--batch-size",
+            "50",
+            "--direct-records",
+            "300",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("concurrency=4 connections=1 "), "{stdout}");
+    assert!(
+        stdout.contains("verified: 400 acked, 400 found in the history stream, 0 missing, 0 duplicated; 0 failed calls"),
+        "{stdout}"
+    );
+    // The broker runs on this machine (the tests need it there): its CPU is
+    // read for the direct runs and for the gateway's load.
+    let broker = stdout
+        .lines()
+        .find(|l| l.starts_with("broker process (pid "))
+        .unwrap_or_else(|| panic!("no broker line: {stdout}"));
+    for part in [
+        "through the gateway ",
+        "direct 1 channel ",
+        "4 channels ",
+        "gateway/direct: ",
+    ] {
+        assert!(broker.contains(part), "{broker}");
+    }
+}
+
+#[test]
 fn bench_with_packed_messages_verifies_every_record() {
     let output = Command::new(env!("CARGO_BIN_EXE_loggate-bench"))
         .args([

@@ -7,6 +7,42 @@ use anyhow::Context as _;
 use loggate::config::{Command, ConfigCommand, LogFormat, TokenCommand};
 use tracing_subscriber::EnvFilter;
 
+/// A record allocates a few dozen small blocks on its way to the broker
+/// (properties, frames, promises) and a call frees a large body buffer:
+/// glibc's malloc spent a third of the gateway's instructions on that
+/// (consolidating its free lists after each large free); mimalloc a small
+/// fraction. Set in the binary only: the library leaves the choice to its user.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc commits its arenas up front on Linux (an overcommitting OS) and
+/// then keeps freed pages resident: the gateway's RSS doubled (idle 28 MB,
+/// 60 MB under load, against 12 and 28 with glibc). Committed on demand, it
+/// stays within glibc's figures and keeps the speed; and freed memory is
+/// returned at once rather than 10 ms later (packed 1,000-record requests
+/// peaked at 51 MB, against 38 with glibc; 40 so). Set from a constructor,
+/// before Rust's runtime allocates anything (so before the first arena).
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static SMALL_FOOTPRINT: extern "C" fn() = {
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    // Positions in mimalloc 3's `mi_option_e` (libmimalloc-sys 0.1.49).
+    const ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+    const PURGE_DELAY: std::ffi::c_int = 15;
+    extern "C" fn small_footprint() {
+        // SAFETY: plain setters of mimalloc's option table, valid at any
+        // time (before its own initialisation too), with valid options.
+        unsafe {
+            mi_option_set(ARENA_EAGER_COMMIT, 0);
+            mi_option_set(PURGE_DELAY, 0);
+        }
+    }
+    small_footprint
+};
+
 fn main() -> ExitCode {
     // The command line, with the settings of its --config file below it.
     let cli = loggate::config::file::parse();

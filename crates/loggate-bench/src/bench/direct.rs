@@ -176,8 +176,13 @@ async fn publish(channel: &Channel, exchange: &str, body: &[u8], n: u64) -> Resu
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
-        .with_message_id(ShortString::from(format!("direct-{n}")))
-        .with_timestamp(0)
+        // As long as the gateway's UUIDs, and a real time: the same bytes on the wire.
+        .with_message_id(ShortString::from(format!("direct-{n:029}")))
+        .with_timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_secs()),
+        )
         .with_app_id("loggate".into())
         .with_type("loggate.v1.LogRecord".into())
         .with_headers(headers);

@@ -1,6 +1,6 @@
-//! Load on the gateway: concurrent clients, each on its own HTTP/2
-//! connection, in one of three modes. Collects every acked id and the latency
-//! of every call.
+//! Load on the gateway: concurrent clients over a number of HTTP/2
+//! connections (one each, or sharing fewer), in one of three modes. Collects
+//! every acked id and the latency of every call.
 
 use std::{
     sync::{
@@ -25,7 +25,10 @@ use crate::error::Error;
 pub struct Plan {
     pub mode: BenchMode,
     pub records: u64,
+    /// Clients, each with one call in flight at a time.
     pub concurrency: usize,
+    /// HTTP/2 connections the clients share (client i on connection i mod N).
+    pub connections: usize,
     pub batch_size: usize,
     /// Requests one LogStream client keeps unanswered.
     pub stream_window: usize,
@@ -45,10 +48,13 @@ pub struct Outcome {
 
 pub async fn drive(target: &Target, plan: &Plan, progress: &ProgressBar) -> Result<Outcome, Error> {
     let remaining = Arc::new(AtomicU64::new(plan.records));
-    let mut clients = Vec::with_capacity(plan.concurrency);
-    for _ in 0..plan.concurrency {
-        clients.push(target.connect().await?);
+    let lanes = lanes(plan.concurrency, plan.connections);
+    let mut connections = Vec::new();
+    for _ in 0..lanes.iter().max().map_or(0, |last| last + 1) {
+        connections.push(target.connect().await?);
     }
+    // A clone of a client shares its connection: calls are multiplexed on it.
+    let clients: Vec<Client> = lanes.iter().map(|&c| connections[c].clone()).collect();
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for client in clients {
@@ -69,6 +75,13 @@ pub async fn drive(target: &Target, plan: &Plan, progress: &ProgressBar) -> Resu
         });
     }
     gather(workers, started).await
+}
+
+/// The connection each of `clients` uses: client i on connection i mod
+/// `connections` (at least one, at most one per client).
+fn lanes(clients: usize, connections: usize) -> Vec<usize> {
+    let connections = connections.clamp(1, clients.max(1));
+    (0..clients).map(|i| i % connections).collect()
 }
 
 /// The client tasks' outcomes as one, timed from `started`.
@@ -231,6 +244,16 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_spread_over_the_connections() {
+        assert_eq!(lanes(8, 1), [0; 8]);
+        assert_eq!(lanes(5, 2), [0, 1, 0, 1, 0]);
+        assert_eq!(lanes(3, 3), [0, 1, 2]);
+        // Never more connections than clients, never none.
+        assert_eq!(lanes(2, 16), [0, 1]);
+        assert_eq!(lanes(2, 0), [0, 0]);
+    }
 
     #[test]
     fn the_budget_is_split_without_loss_or_excess() {

@@ -3,7 +3,8 @@
 //!
 //! One run: (1) the ceiling — the same messages published straight to
 //! RabbitMQ with lapin, on 1 and on 4 channels, plus the one-at-a-time confirm
-//! round trip; (2) the gateway under `--concurrency` clients in `--mode`, with
+//! round trip; (2) the gateway under `--concurrency` clients (over
+//! `--connections` HTTP/2 connections) in `--mode`, with
 //! its RSS and CPU time from /proc; (3) the history stream read back, every
 //! acked id counted. Every name it declares is unique to the run and deleted.
 //! `--compare-auth` runs (2) and (3) without and with auth (`compare`); an
@@ -25,6 +26,7 @@ use time::OffsetDateTime;
 use loggate::proto::v1 as pb;
 use loggate::record::{Level, Record};
 
+use crate::broker_node;
 use crate::config::{BenchArgs, BenchMode};
 use crate::connect::Target;
 use crate::error::Error;
@@ -61,9 +63,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     };
     let comparison = args.compare_auth.then(|| compare::header(&args));
     println!(
-        "loggate bench: mode={mode} records={} concurrency={} batch-size={} record body={} B amqp-batch-records={} cores={}{}",
+        "loggate bench: mode={mode} records={} concurrency={} connections={} batch-size={} record body={} B amqp-batch-records={} cores={}{}",
         args.records,
         args.concurrency,
+        args.connections(),
         args.batch_size,
         body.len(),
         args.amqp_batch_records,
@@ -71,6 +74,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         comparison.map(|c| format!("; {c}")).unwrap_or_default(),
     );
 
+    // RabbitMQ shares the machine: its CPU per record is part of the cost.
+    let broker = broker_node::find(args.broker.primary());
     let mut rows = Vec::new();
     let mut ceiling = None;
     if !args.skip_direct {
@@ -80,21 +85,31 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         );
         let target = direct::Target::declare(args.broker.primary(), &tag).await?;
         let measured = async {
-            let one = target.throughput(&body, args.direct_records, 1).await?;
-            let four = target.throughput(&body, args.direct_records, 4).await?;
+            let (one, one_cpu) =
+                broker_node::cpu_during(broker, target.throughput(&body, args.direct_records, 1))
+                    .await;
+            let (four, four_cpu) =
+                broker_node::cpu_during(broker, target.throughput(&body, args.direct_records, 4))
+                    .await;
             let trips = target.round_trips(&body, ROUND_TRIP_SAMPLES).await?;
-            Ok::<_, Error>((one, four, trips))
+            let per_record = |cpu: Option<f64>| cpu.map(|s| s * 1e6 / args.direct_records as f64);
+            Ok::<_, Error>((
+                (one?, per_record(one_cpu)),
+                (four?, per_record(four_cpu)),
+                trips,
+            ))
         }
         .await;
         target.delete().await;
         let (one, four, trips) = measured?;
-        rows.push(row("direct lapin, 1 channel", Some(one), None));
-        rows.push(row("direct lapin, 4 channels", Some(four), None));
+        rows.push(row("direct lapin, 1 channel", Some(one.0), None));
+        rows.push(row("direct lapin, 4 channels", Some(four.0), None));
         let trip = Latency::of(trips);
         rows.push(row("direct confirm round trip", None, trip));
         ceiling = Some(Ceiling {
-            best: one.max(four),
+            best: one.0.max(four.0),
             trip,
+            broker_us: [one.1, four.1],
         });
     }
 
@@ -102,6 +117,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         mode: args.mode,
         records: args.records,
         concurrency: args.concurrency as usize,
+        connections: args.connections() as usize,
         batch_size: args.batch_size as usize,
         stream_window: args.stream_window as usize,
         template,
@@ -188,6 +204,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         ),
         None => println!("gateway process: not measured (give --gateway-pid for an external gateway)"),
     }
+    println!(
+        "{}",
+        broker_line(broker, ceiling.map(|c| c.broker_us), measured.broker_us())
+    );
     println!("verified: {}", measured.verified());
     if let Some(failure) = &measured.outcome.first_failure {
         println!("first failure: {failure}");
@@ -206,6 +226,35 @@ pub(crate) struct Ceiling {
     pub best: f64,
     /// One confirmed publish at a time.
     pub trip: Option<Latency>,
+    /// RabbitMQ's CPU µs per record on 1 and on 4 channels, when its process is known.
+    pub broker_us: [Option<f64>; 2],
+}
+
+/// RabbitMQ's CPU per record straight from lapin and through the gateway.
+fn broker_line(pid: Option<u32>, direct: Option<[Option<f64>; 2]>, gateway: Option<f64>) -> String {
+    let Some(pid) = pid else {
+        return "broker process: not measured (no process on this machine listens on the AMQP URL's address, or /proc hides it)".to_owned();
+    };
+    let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} µs"));
+    let mut line = format!(
+        "broker process (pid {pid}): CPU per record through the gateway {}",
+        us(gateway)
+    );
+    if let Some([one, four]) = direct {
+        line += &format!(", direct 1 channel {}, 4 channels {}", us(one), us(four));
+        // Against each: a LogStream publishes on one channel, concurrent
+        // calls on the pool (4 by default).
+        let ratio = |direct: Option<f64>| match (gateway, direct) {
+            (Some(gateway), Some(direct)) if direct > 0.0 => format!("{:.2}x", gateway / direct),
+            _ => "-".to_owned(),
+        };
+        line += &format!(
+            " (gateway/direct: {} 1 channel, {} 4 channels)",
+            ratio(one),
+            ratio(four)
+        );
+    }
+    line
 }
 
 /// What the gateway process used during one load, from /proc.
@@ -223,9 +272,17 @@ pub(crate) struct Measured {
     pub outcome: load::Outcome,
     pub tally: Tally,
     pub process: Option<ProcessUse>,
+    /// RabbitMQ's CPU seconds while the load ran, when its process is known.
+    pub broker_cpu_seconds: Option<f64>,
 }
 
 impl Measured {
+    /// RabbitMQ's CPU µs per acked record.
+    pub fn broker_us(&self) -> Option<f64> {
+        self.broker_cpu_seconds
+            .map(|s| s * 1e6 / self.outcome.acked.len().max(1) as f64)
+    }
+
     pub fn rate(&self) -> f64 {
         self.outcome.acked.len() as f64 / self.outcome.elapsed.as_secs_f64()
     }
@@ -270,7 +327,11 @@ pub(crate) async fn measure(
     );
     progress.set_prefix(label.to_owned());
     let before = pid.and_then(ProcStat::read);
-    let outcome = load::drive(target, plan, &progress).await;
+    let (outcome, broker_cpu_seconds) = broker_node::cpu_during(
+        broker_node::find(amqp_url),
+        load::drive(target, plan, &progress),
+    )
+    .await;
     let after = pid.and_then(ProcStat::read);
     progress.finish_and_clear();
     let outcome = outcome?;
@@ -297,6 +358,7 @@ pub(crate) async fn measure(
         outcome,
         tally,
         process,
+        broker_cpu_seconds,
     })
 }
 

@@ -172,6 +172,8 @@ async fn measure(
                 mode: BenchMode::Batch,
                 records,
                 concurrency: args.concurrency as usize,
+                // As the OTLP side: a connection per client.
+                connections: args.concurrency as usize,
                 batch_size: args.batch_size as usize,
                 stream_window: args.stream_window as usize,
                 template: batch_template.clone(),

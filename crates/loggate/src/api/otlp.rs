@@ -68,7 +68,7 @@ async fn export(
     // is not stamped on them.
     let mapped = otlp::accept(&acceptance(gateway, &caller, None), request);
     for (record, place) in mapped.records.iter().zip(&mapped.places) {
-        permitted(&caller, record, &place.to_string())?;
+        permitted(&caller, record, || place.to_string())?;
     }
     gateway.quotas.spend(&caller, mapped.records.len())?;
     let delivered = if mapped.records.is_empty() {

@@ -227,10 +227,7 @@ impl Publisher {
         let Outgoing { body, messages } = Outgoing::pack(records, self.batch_records);
         let sending = async {
             let channel = session.channel(channel.0).await?;
-            // Kept for naming the key if the broker returns a message.
-            let mut keys = Vec::with_capacity(messages.len());
             let publishes = messages.into_iter().map(|message| {
-                keys.push(message.routing_key.clone());
                 channel.basic_publish(
                     self.exchange.clone(),
                     ShortString::from(message.routing_key),
@@ -242,12 +239,11 @@ impl Publisher {
                     message.properties,
                 )
             });
-            let sent = in_order(publishes).await;
-            let mut confirms = Vec::with_capacity(sent.len());
-            for (confirm, key) in sent.into_iter().zip(keys) {
-                confirms.push((confirm?, key));
-            }
-            Ok::<_, Error>(confirms)
+            in_order(publishes)
+                .await
+                .into_iter()
+                .map(|confirm| confirm.map_err(Error::from))
+                .collect::<Result<Vec<_>, Error>>()
         };
         let confirms = match tokio::time::timeout_at(deadline, sending).await {
             Ok(confirms) => confirms?,
@@ -283,7 +279,7 @@ pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// The broker's answers for one `send`, still to come.
 pub struct Confirms {
-    confirms: Vec<(PublisherConfirm, String)>,
+    confirms: Vec<PublisherConfirm>,
     exchange: ShortString,
     /// When `send` began: the confirm latency is measured from here.
     sent: std::time::Instant,
@@ -308,13 +304,13 @@ impl Confirms {
         let waiting = async {
             // Confirms arrive independently; awaiting them one after another
             // costs only the slowest.
-            for (confirm, routing_key) in confirms {
+            for confirm in confirms {
                 match confirm.await? {
                     Confirmation::Ack(None) => {}
-                    Confirmation::Ack(Some(_returned)) => {
+                    Confirmation::Ack(Some(returned)) => {
                         return Err(Error::Unroutable {
                             exchange: exchange.to_string(),
-                            routing_key,
+                            routing_key: returned.delivery.routing_key.to_string(),
                         })
                     }
                     Confirmation::Nack(_) => return Err(Error::Nacked),

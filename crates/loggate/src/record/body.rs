@@ -1,7 +1,16 @@
 //! The AMQP message body: one JSON object per record (`application/json`), or
 //! several, one per line (`application/x-ndjson`).
 
-use super::Record;
+use super::{json, rfc3339, Record};
+
+/// `key` and `value` unless the value is empty (how the body leaves out an
+/// optional field).
+fn optional(buf: &mut Vec<u8>, key: &[u8], value: &str) {
+    if !value.is_empty() {
+        buf.extend_from_slice(key);
+        json::string(buf, value);
+    }
+}
 
 /// A message body that is not a loggate record.
 #[derive(Debug, thiserror::Error)]
@@ -10,8 +19,49 @@ pub struct BodyError(#[from] serde_json::Error);
 
 impl Record {
     /// Appends the JSON body to `buf`, so callers can reuse one buffer.
+    ///
+    /// Written by hand, once per record on the hot path: the same bytes as
+    /// the record's serde form through serde_json (keys in declaration
+    /// order, empty optional fields left out; a test holds the two equal)
+    /// for a third of the instructions.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        serde_json::to_writer(buf, self).expect("a Record always serialises to JSON");
+        buf.extend_from_slice(b"{\"id\":");
+        json::string(buf, &self.id);
+        buf.extend_from_slice(b",\"time\":\"");
+        let time = buf.len();
+        rfc3339::write(self.time, buf);
+        let time = time..buf.len();
+        buf.extend_from_slice(b"\",\"received_time\":\"");
+        if self.received_time == self.time {
+            // A record without a client time has the receive time twice.
+            buf.extend_from_within(time);
+        } else {
+            rfc3339::write(self.received_time, buf);
+        }
+        buf.extend_from_slice(b"\",\"service\":");
+        json::string(buf, &self.service);
+        optional(buf, b",\"node\":", &self.node);
+        buf.extend_from_slice(b",\"level\":\"");
+        buf.extend_from_slice(self.level.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"message\":");
+        json::string(buf, &self.message);
+        if !self.attributes.is_empty() {
+            buf.extend_from_slice(b",\"attributes\":{");
+            for (i, (key, value)) in self.attributes.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                json::string(buf, key);
+                buf.push(b':');
+                json::string(buf, value);
+            }
+            buf.push(b'}');
+        }
+        optional(buf, b",\"trace_id\":", &self.trace_id);
+        optional(buf, b",\"span_id\":", &self.span_id);
+        optional(buf, b",\"gateway\":", &self.gateway);
+        optional(buf, b",\"principal\":", &self.principal);
+        buf.push(b'}');
     }
 
     /// The JSON body as a new buffer.
@@ -196,6 +246,46 @@ mod tests {
         let read = Record::from_message_within(Some(NDJSON), &two, two.len(), 2).expect("within");
         assert_eq!(read.len(), 2);
         assert!(Record::from_message_within(Some(NDJSON), &two, two.len(), 1).is_err());
+    }
+
+    #[test]
+    fn the_hand_written_body_is_serde_jsons() {
+        let full = record();
+        let bare = Record {
+            node: String::new(),
+            attributes: Default::default(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            gateway: String::new(),
+            ..record()
+        };
+        let odd = Record {
+            id: "\u{1}\"id\"".into(),
+            service: "s\\".into(),
+            node: "n\u{7f}é".into(),
+            message: "line\nbreak\ttab\u{1f} 😀".into(),
+            attributes: [
+                ("z".to_owned(), String::new()),
+                ("".to_owned(), "\"".to_owned()),
+                ("k\n".to_owned(), "v".to_owned()),
+            ]
+            .into(),
+            principal: "p\u{0}".into(),
+            time: time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_100_000_000)
+                .expect("valid"),
+            ..record()
+        };
+        // No client time: the receive time twice.
+        let untimed = Record {
+            time: record().received_time,
+            ..record()
+        };
+        for record in [full, bare, odd, untimed] {
+            assert_eq!(
+                String::from_utf8(record.to_json()).expect("UTF-8"),
+                serde_json::to_string(&record).expect("serialises"),
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod body;
 mod filter;
 #[cfg(test)]
 pub(crate) mod fixture;
+mod json;
 mod level;
 pub mod otlp;
 mod rfc3339;

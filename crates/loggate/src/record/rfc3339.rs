@@ -12,14 +12,30 @@ const MAX_LEN: usize = 30;
 
 /// Formats `t` (taken as UTC) into `buf`, returning the used part.
 pub fn format(t: OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> &str {
+    let len = format_bytes(t, buf);
+    std::str::from_utf8(&buf[..len]).expect("only ASCII digits and separators")
+}
+
+/// Appends `t` (taken as UTC) to `out`: the body's form, without the UTF-8
+/// check that [`format`] makes for a `&str`.
+pub(super) fn write(t: OffsetDateTime, out: &mut Vec<u8>) {
+    let mut buf = [0u8; MAX_LEN];
+    let len = format_bytes(t, &mut buf);
+    out.extend_from_slice(&buf[..len]);
+}
+
+/// Writes `t` into `buf`, returning the length used.
+fn format_bytes(t: OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> usize {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let (year, month, day) = (t.year(), u8::from(t.month()), t.day());
-    let (hour, minute, second, nanos) = (t.hour(), t.minute(), t.second(), t.nanosecond());
+    // One calendar conversion for the three date fields (`year()`,
+    // `month()` and `day()` each convert on their own).
+    let (year, month, day) = t.to_calendar_date();
+    let (hour, minute, second, nanos) = t.to_hms_nano();
     // Validation keeps years within 1970..=9999, so four digits always fit.
     let year = u32::try_from(year).unwrap_or(0).min(9999);
     put(&mut buf[0..4], year, 4);
     buf[4] = b'-';
-    put(&mut buf[5..7], u32::from(month), 2);
+    put(&mut buf[5..7], u32::from(u8::from(month)), 2);
     buf[7] = b'-';
     put(&mut buf[8..10], u32::from(day), 2);
     buf[10] = b'T';
@@ -38,7 +54,7 @@ pub fn format(t: OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> &str {
         }
     }
     buf[len] = b'Z';
-    std::str::from_utf8(&buf[..=len]).expect("only ASCII digits and separators")
+    len + 1
 }
 
 /// Writes `value` as exactly `width` decimal digits, zero-padded.
@@ -81,6 +97,28 @@ mod tests {
                 "{nanos}"
             );
         }
+    }
+
+    #[test]
+    fn every_day_and_time_of_day_matches_the_general_formatter() {
+        // Every day from 1970 to 2100 (leap years, centuries, 2000), at a
+        // time of day that moves through the hours, minutes and seconds,
+        // then the last day the validation allows.
+        let mut seconds = 0i64;
+        let mut nanos = 0i64;
+        while seconds < 4_102_444_800 {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(seconds) * 1_000_000_000 + i128::from(nanos),
+            )
+            .expect("valid");
+            let mut buf = [0u8; MAX_LEN];
+            assert_eq!(format(t, &mut buf), t.format(&Rfc3339).expect("formats"));
+            seconds += 86_400 + 3_661;
+            nanos = (nanos + 123_457_000) % 1_000_000_000;
+        }
+        let last = OffsetDateTime::from_unix_timestamp(253_402_300_799).expect("valid");
+        let mut buf = [0u8; MAX_LEN];
+        assert_eq!(format(last, &mut buf), "9999-12-31T23:59:59Z");
     }
 
     #[test]

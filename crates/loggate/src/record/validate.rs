@@ -140,7 +140,13 @@ impl Acceptance<'_> {
         }
 
         let id = if id.is_empty() {
-            uuid::Uuid::now_v7().to_string()
+            // Encoded into a stack buffer: `to_string` goes through the
+            // formatting machinery, several times the cost.
+            let mut buf = uuid::Uuid::encode_buffer();
+            uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut buf)
+                .to_owned()
         } else {
             check_id(&id)?;
             id
@@ -191,13 +197,21 @@ pub fn check_service(service: &str) -> Result<(), Invalid> {
 }
 
 fn check_node(node: &str) -> Result<(), Invalid> {
-    if node.chars().count() > MAX_NODE_CHARS {
+    // Nodes are nearly always ASCII: then a byte is a character, and the
+    // checks need no UTF-8 decoding.
+    let (chars, control) = if node.is_ascii() {
+        let control = node.bytes().any(|b| b.is_ascii_control());
+        (node.len(), control)
+    } else {
+        (node.chars().count(), node.chars().any(char::is_control))
+    };
+    if chars > MAX_NODE_CHARS {
         return Err(Invalid::new(
             "node",
             format_args!("longer than {MAX_NODE_CHARS} characters"),
         ));
     }
-    if node.chars().any(char::is_control) {
+    if control {
         return Err(Invalid::new("node", "contains a control character"));
     }
     Ok(())
@@ -412,6 +426,20 @@ mod tests {
             ..valid()
         };
         assert!(accept(fine).is_ok());
+        // ASCII and not: characters are counted, DEL and C1 are control.
+        for (node, ok) in [
+            ("n".repeat(128), true),
+            ("ü".repeat(129), false),
+            ("pod\u{7f}".into(), false),
+            ("pöd\u{85}".into(), false),
+            ("pöd\t".into(), false),
+        ] {
+            let input = pb::LogRecord {
+                node: node.clone(),
+                ..valid()
+            };
+            assert_eq!(accept(input).is_ok(), ok, "{node:?}");
+        }
     }
 
     #[test]

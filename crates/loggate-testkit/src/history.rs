@@ -42,3 +42,20 @@ pub async fn next_record(stream: &mut tonic::Streaming<pb::TailResponse>) -> pb:
         other => panic!("expected a record, got {other:?}"),
     }
 }
+
+/// A live tail on the gateway at `url` whose client reads nothing until
+/// asked, behind a 1 KiB HTTP/2 window: the slowest follower there is, for
+/// tests of what the hub does with one.
+pub async fn slow_live_tail(url: &str) -> tonic::Streaming<pb::TailResponse> {
+    let tiny_window = Channel::from_shared(url.to_owned())
+        .expect("url")
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    LogGatewayClient::new(tiny_window)
+        .tail(pb::TailRequest::default())
+        .await
+        .expect("tail opens")
+        .into_inner()
+}

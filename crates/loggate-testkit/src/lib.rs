@@ -24,7 +24,7 @@ pub use auth::{bearer, principal, AuthFile};
 pub use certs::{CertFiles, TestPki};
 pub use fixture::record;
 pub use gateway::{Gateway, NOT_SERVING, SERVING};
-pub use history::{history, next_record};
+pub use history::{history, next_record, slow_live_tail};
 pub use names::{fresh_names, unique, Names};
 pub use probe::{publish_raw, Probe};
 pub use process::{

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, time::Duration};
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
     close_connections, eventually_async, fresh_names, record, serve_process, serve_process_logged,
-    unique, Vhost, WAIT,
+    slow_live_tail, unique, Vhost, WAIT,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -904,17 +904,7 @@ async fn a_follower_the_hub_lets_go_is_counted_as_a_detach() {
         "1",
     ])
     .await;
-    let tiny_window = Channel::from_shared(url.clone())
-        .expect("url")
-        .initial_stream_window_size(1024)
-        .connect()
-        .await
-        .expect("connect");
-    let mut slow = LogGatewayClient::new(tiny_window)
-        .tail(pb::TailRequest::default())
-        .await
-        .expect("tail opens")
-        .into_inner();
+    let mut slow = slow_live_tail(&url).await;
     let tails = |scrape: &Scrape| {
         (
             scrape.value("loggate_tails_active", &[("kind", "hub")]),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use loggate::proto::v1::{self as pb, log_gateway_client::LogGatewayClient};
 use loggate_testkit::{
     close_connections, connections_named, consumers_of_connection, eventually, next_record, record,
-    Gateway, AMQP_URL, WAIT,
+    slow_live_tail, Gateway, AMQP_URL, WAIT,
 };
 use tonic::{transport::Channel, Streaming};
 
@@ -317,17 +317,7 @@ async fn a_slow_follower_is_detached_and_catches_up_without_slowing_others() {
     const BATCH: usize = 50;
     let gateway = Gateway::start(&["--tail-hub-queue", "256", "--tail-buffer", "1"]).await;
     let mut client = gateway.client().await;
-    let tiny_window = Channel::from_shared(gateway.url())
-        .expect("url")
-        .initial_stream_window_size(1024)
-        .connect()
-        .await
-        .expect("connect");
-    let mut slow = LogGatewayClient::new(tiny_window)
-        .tail(pb::TailRequest::default())
-        .await
-        .expect("tail opens")
-        .into_inner();
+    let mut slow = slow_live_tail(&gateway.url()).await;
     let mut fast = client
         .tail(pb::TailRequest::default())
         .await

@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Sorted maps make the JSON body and the text output deterministic.
         .btree_map(".")
+        // prost's codec, decoding from one slice with the records presized.
+        .codec_path("crate::proto::codec::Codec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The generated gRPC types of `proto/loggate/v1/loggate.proto`.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod codec;
 
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("loggate.v1");
 }

@@ -9,7 +9,7 @@ use lapin::{
     BasicProperties,
 };
 
-use crate::record::{Level, Record, NDJSON};
+use crate::record::{Level, Record, TimeText, NDJSON};
 
 /// `content_type` of a message holding one record.
 pub const JSON: &str = "application/json";
@@ -34,12 +34,13 @@ impl Outgoing {
     /// their given order; groups go out in the order their key first appears.
     pub fn pack(records: &[Record], batch_records: usize) -> Outgoing {
         let mut body = Vec::with_capacity(records.iter().map(estimated_size).sum());
+        let mut times = TimeText::default();
         if batch_records <= 1 {
             let messages = records
                 .iter()
                 .map(|record| {
                     let start = body.len();
-                    record.encode_into(&mut body);
+                    record.encode_with(&mut body, &mut times);
                     Message {
                         routing_key: record.routing_key(),
                         body: start..body.len(),
@@ -74,7 +75,7 @@ impl Outgoing {
             for chunk in members.chunks(batch_records) {
                 let start = body.len();
                 for record in chunk {
-                    record.encode_into(&mut body);
+                    record.encode_with(&mut body, &mut times);
                     body.push(b'\n');
                 }
                 messages.push(Message {

@@ -19,6 +19,7 @@ use super::security::SecurityArgs;
 use crate::api::{CallLimits, TailSettings};
 use crate::api::{QuotaSettings, Rate};
 use crate::broker::{PublisherSettings, Retention, Topology};
+use crate::proto::codec::MOST_RECORDS;
 use crate::record::Limits;
 use crate::spool::SpoolSettings;
 
@@ -295,8 +296,8 @@ impl HistoryArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Limits")]
 pub struct LimitsArgs {
-    /// Most records in one LogBatch call.
-    #[arg(long, env = "LOGGATE_MAX_BATCH", default_value = "1000", value_parser = count(clap::value_parser!(u32).range(1..=100_000)))]
+    /// Most records in one LogBatch call (or LogStream request).
+    #[arg(long, env = "LOGGATE_MAX_BATCH", default_value = "1000", value_parser = count(clap::value_parser!(u32).range(1..=MOST_RECORDS as i64)))]
     pub max_batch: NonZeroUsize,
 
     /// Largest record message, in bytes.

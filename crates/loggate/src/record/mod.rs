@@ -6,6 +6,7 @@ mod body;
 mod filter;
 #[cfg(test)]
 pub(crate) mod fixture;
+mod id;
 mod json;
 mod level;
 pub mod otlp;
@@ -23,6 +24,7 @@ use time::OffsetDateTime;
 pub use body::{BodyError, NDJSON};
 pub use filter::Filter;
 pub use level::Level;
+pub(crate) use rfc3339::TimeText;
 pub use scope::{Glob, Scope};
 pub(crate) use token::hex;
 pub use token::ResumeToken;

@@ -8,6 +8,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
+use super::id::new_id;
 use super::traceparent::{is_span_id, is_trace_id};
 use super::{Level, Record, TraceParent};
 use crate::proto::v1 as pb;
@@ -140,13 +141,7 @@ impl Acceptance<'_> {
         }
 
         let id = if id.is_empty() {
-            // Encoded into a stack buffer: `to_string` goes through the
-            // formatting machinery, several times the cost.
-            let mut buf = uuid::Uuid::encode_buffer();
-            uuid::Uuid::now_v7()
-                .hyphenated()
-                .encode_lower(&mut buf)
-                .to_owned()
+            new_id(self.received_time)
         } else {
             check_id(&id)?;
             id

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::Publisher;
-use crate::record::Record;
+use crate::record::{Record, TimeText};
 use crate::sync::lock;
 use cursor::{write_cursor, CURSOR};
 
@@ -303,9 +303,10 @@ impl Spool {
     pub async fn append(&self, records: &[Record]) -> Result<Appended, Error> {
         let mut bytes = Vec::with_capacity(records.len() * 320);
         let mut payload = Vec::with_capacity(512);
+        let mut times = TimeText::default();
         for record in records {
             payload.clear();
-            record.encode_into(&mut payload);
+            record.encode_with(&mut payload, &mut times);
             segment::encode_entry(&payload, &mut bytes);
         }
         let size = bytes.len() as u64;

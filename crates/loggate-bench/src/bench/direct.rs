@@ -117,8 +117,47 @@ impl Target {
         Ok(latencies)
     }
 
+    /// The exchange the direct runs publish to.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
     pub async fn delete(self) {
         delete_names(&self.connection, &self.queue, &self.exchange).await;
+    }
+}
+
+/// One confirm-mode channel on a connection of its own, for publishing one
+/// message at a time from wherever the caller runs (the latency probe's
+/// single-threaded runtime).
+pub struct Publisher {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Publisher {
+    pub async fn connect(amqp_url: &str) -> Result<Publisher, Error> {
+        let connection = Connection::connect(
+            amqp_url,
+            ConnectionProperties::default().with_connection_name("loggate bench probe".into()),
+        )
+        .await?;
+        let channel = confirm_channel(&connection).await?;
+        Ok(Publisher {
+            connection,
+            channel,
+        })
+    }
+
+    /// One persistent, mandatory message with the gateway's properties,
+    /// returning once the broker confirmed it.
+    pub async fn publish(&self, exchange: &str, body: &[u8], n: u64) -> Result<(), Error> {
+        publish(&self.channel, exchange, body, n).await
+    }
+
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "probe done".into()).await;
+        let _ = self.connection.close(200, "probe done".into()).await;
     }
 }
 

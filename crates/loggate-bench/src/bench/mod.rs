@@ -13,6 +13,7 @@
 mod compare;
 mod direct;
 mod fanout;
+mod latency;
 mod load;
 mod otlp;
 pub(crate) mod report;
@@ -78,6 +79,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     let broker = broker_node::find(args.broker.primary());
     let mut rows = Vec::new();
     let mut ceiling = None;
+    // Kept for the unary latency probe, which publishes to it again later.
+    let mut direct_target = None;
     if !args.skip_direct {
         eprintln!(
             "direct: publishing {} records straight to RabbitMQ…",
@@ -100,7 +103,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             ))
         }
         .await;
-        target.delete().await;
+        if measured.is_ok() && args.mode == BenchMode::Unary {
+            direct_target = Some(target);
+        } else {
+            target.delete().await;
+        }
         let (one, four, trips) = measured?;
         rows.push(row("direct lapin, 1 channel", Some(one.0), None));
         rows.push(row("direct lapin, 4 channels", Some(four.0), None));
@@ -165,10 +172,29 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         "gateway",
     )
     .await;
+    // After the load and its verification, so the probe's records are no
+    // part of either.
+    let probe = match &direct_target {
+        Some(direct) if measured.is_ok() => Some(
+            latency::probe(
+                args.broker.primary(),
+                direct.exchange(),
+                &target,
+                &plan.template,
+                &body,
+            )
+            .await,
+        ),
+        _ => None,
+    };
     if let Some(gateway) = spawned {
         cleanup(gateway, args.broker.primary()).await;
     }
+    if let Some(direct) = direct_target {
+        direct.delete().await;
+    }
     let measured = measured?;
+    let probe = probe.transpose()?;
 
     let latency = Latency::of(measured.outcome.latencies.clone());
     rows.push(row(
@@ -194,9 +220,12 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             ),
         }
     }
+    if let Some(probe) = probe {
+        probe.print();
+    }
     match measured.process {
         Some(process) => println!(
-            "gateway process: idle RSS {}, peak RSS {}, CPU {:.2} s under load ({:.1} µs per record)",
+            "gateway process: idle RSS {}, peak RSS {}, CPU {:.2} s under load ({:.2} µs per record)",
             megabytes(process.idle_rss_bytes),
             megabytes(process.peak_rss_bytes),
             process.cpu_seconds,

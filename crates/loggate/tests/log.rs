@@ -346,6 +346,25 @@ async fn a_batch_over_max_batch_is_refused() {
 }
 
 #[tokio::test]
+async fn a_request_of_more_records_than_any_max_batch_is_refused_before_decoding() {
+    // Empty records: two bytes each on the wire, a few hundred in memory;
+    // a 64 MiB request of them must not be decoded at all.
+    let gateway = Gateway::start(&[]).await;
+    let records = vec![pb::LogRecord::default(); 100_001];
+    let status = gateway
+        .client()
+        .await
+        .log_batch(pb::LogBatchRequest { records })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "records: more than 100000, the most any --max-batch allows"
+    );
+}
+
+#[tokio::test]
 async fn an_unroutable_record_is_failed_precondition() {
     let gateway = Gateway::start(&[]).await;
     // Remove the only binding: the exchange now routes nowhere.

@@ -115,6 +115,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         rows.push(row("direct confirm round trip", None, trip));
         ceiling = Some(Ceiling {
             best: one.0.max(four.0),
+            one_channel: one.0,
             trip,
             broker_us: [one.1, four.1],
         });
@@ -214,10 +215,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
                 latency.p99.as_secs_f64() / trip.p99.as_secs_f64()
             ),
             (_, _, BenchMode::Unary) => {}
-            _ => println!(
-                "ratio gateway/direct (best of 1 and 4 channels): {:.2}",
-                measured.rate() / ceiling.best
-            ),
+            _ => println!("{}", throughput_ratios(&args, &ceiling, measured.rate())),
         }
     }
     if let Some(probe) = probe {
@@ -253,10 +251,29 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
 pub(crate) struct Ceiling {
     /// Records/s, the better of 1 and 4 channels.
     pub best: f64,
+    /// Records/s on one channel: all a LogStream uses, to keep its order.
+    pub one_channel: f64,
     /// One confirmed publish at a time.
     pub trip: Option<Latency>,
     /// RabbitMQ's CPU µs per record on 1 and on 4 channels, when its process is known.
     pub broker_us: [Option<f64>; 2],
+}
+
+/// The gateway's rate against the direct ceiling; a single LogStream's also
+/// against one channel, all it publishes on (RabbitMQ takes one channel's
+/// messages in one process: the ceiling of any publisher that keeps order).
+fn throughput_ratios(args: &BenchArgs, ceiling: &Ceiling, rate: f64) -> String {
+    let mut line = format!(
+        "ratio gateway/direct (best of 1 and 4 channels): {:.2}",
+        rate / ceiling.best
+    );
+    if args.mode == BenchMode::Stream && args.concurrency == 1 {
+        line += &format!(
+            "; gateway/direct 1 channel (the one a LogStream publishes on, in order): {:.2}",
+            rate / ceiling.one_channel
+        );
+    }
+    line
 }
 
 /// RabbitMQ's CPU per record straight from lapin and through the gateway.

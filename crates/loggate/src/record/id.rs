@@ -9,38 +9,49 @@
 //! strictly increasing, and those of one call come in the call's order. The
 //! other 32 bits are random for every id, from the thread's CSPRNG.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
+use rand::{rngs::ThreadRng, Rng as _};
 use time::OffsetDateTime;
 
 /// Bits of the counter: `rand_a` (12) and the top of `rand_b` (30).
 const COUNTER_BITS: u32 = 42;
 const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
 
+/// One thread's last id (its millisecond and counter) and its random source,
+/// held rather than looked up for every id.
+struct Ids {
+    millis: u64,
+    counter: u64,
+    rng: ThreadRng,
+}
+
 thread_local! {
-    /// The last id's millisecond and counter on this thread.
-    static LAST: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    static IDS: RefCell<Ids> = RefCell::new(Ids {
+        millis: 0,
+        counter: 0,
+        rng: rand::rng(),
+    });
 }
 
 /// A new UUIDv7 for a record received at `at`, hyphenated, lower case.
 pub fn new_id(at: OffsetDateTime) -> String {
     let now = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let (millis, counter) = LAST.with(|last| {
-        let (previous, counter) = last.get();
-        let next = if now > previous {
-            // A fresh random start, its top bit clear: room for 2^41 more.
-            (now, rand::random::<u64>() & (COUNTER_MAX >> 1))
-        } else if counter < COUNTER_MAX {
+    let (millis, counter, random) = IDS.with_borrow_mut(|ids| {
+        // A fresh random start has its top bit clear: room for 2^41 more.
+        if now > ids.millis {
+            ids.millis = now;
+            ids.counter = ids.rng.next_u64() & (COUNTER_MAX >> 1);
+        } else if ids.counter < COUNTER_MAX {
             // The same millisecond (or the clock stepped back): stay ordered.
-            (previous, counter + 1)
+            ids.counter += 1;
         } else {
             // The counter ran out: borrow the next millisecond.
-            (previous + 1, rand::random::<u64>() & (COUNTER_MAX >> 1))
-        };
-        last.set(next);
-        next
+            ids.millis += 1;
+            ids.counter = ids.rng.next_u64() & (COUNTER_MAX >> 1);
+        }
+        (ids.millis, ids.counter, ids.rng.next_u32())
     });
-    let random = rand::random::<u32>();
     let mut bytes = [0u8; 10];
     // rand_a (12 bits; the builder puts the version above them) and rand_b
     // (62 bits; the builder overwrites the top two with the variant).

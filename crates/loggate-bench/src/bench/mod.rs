@@ -235,6 +235,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         "{}",
         broker_line(broker, ceiling.map(|c| c.broker_us), measured.broker_us())
     );
+    if let Some(line) = measured.cpu_line() {
+        println!("{line}");
+    }
     println!("verified: {}", measured.verified());
     if let Some(failure) = &measured.outcome.first_failure {
         println!("first failure: {failure}");
@@ -320,13 +323,33 @@ pub(crate) struct Measured {
     pub process: Option<ProcessUse>,
     /// RabbitMQ's CPU seconds while the load ran, when its process is known.
     pub broker_cpu_seconds: Option<f64>,
+    /// This process's CPU seconds while the load ran: the clients' own cost,
+    /// on the same cores as the gateway's and the broker's.
+    pub client_cpu_seconds: Option<f64>,
 }
 
 impl Measured {
     /// RabbitMQ's CPU µs per acked record.
     pub fn broker_us(&self) -> Option<f64> {
-        self.broker_cpu_seconds
-            .map(|s| s * 1e6 / self.outcome.acked.len().max(1) as f64)
+        self.per_record_us(self.broker_cpu_seconds)
+    }
+
+    /// CPU seconds as µs per acked record.
+    fn per_record_us(&self, seconds: Option<f64>) -> Option<f64> {
+        seconds.map(|s| s * 1e6 / self.outcome.acked.len().max(1) as f64)
+    }
+
+    /// Who spent the machine's CPU on the load, per record: the gateway, this
+    /// process's clients and RabbitMQ, and how many cores that adds up to.
+    pub fn cpu_line(&self) -> Option<String> {
+        let gateway = self.per_record_us(self.process.map(|p| p.cpu_seconds))?;
+        let client = self.per_record_us(self.client_cpu_seconds)?;
+        let broker = self.broker_us()?;
+        let total = gateway + client + broker;
+        Some(format!(
+            "CPU per record: gateway {gateway:.2} µs + bench clients {client:.2} µs + broker {broker:.2} µs = {total:.2} µs, {:.2} cores busy at this rate",
+            total * self.rate() / 1e6
+        ))
     }
 
     pub fn rate(&self) -> f64 {
@@ -373,12 +396,16 @@ pub(crate) async fn measure(
     );
     progress.set_prefix(label.to_owned());
     let before = pid.and_then(ProcStat::read);
+    let client_before = ProcStat::read(std::process::id());
     let (outcome, broker_cpu_seconds) = broker_node::cpu_during(
         broker_node::find(amqp_url),
         load::drive(target, plan, &progress),
     )
     .await;
     let after = pid.and_then(ProcStat::read);
+    let client_cpu_seconds = ProcStat::read(std::process::id())
+        .zip(client_before)
+        .map(|(after, before)| after.cpu_seconds - before.cpu_seconds);
     progress.finish_and_clear();
     let outcome = outcome?;
 
@@ -405,6 +432,7 @@ pub(crate) async fn measure(
         tally,
         process,
         broker_cpu_seconds,
+        client_cpu_seconds,
     })
 }
 

@@ -20,10 +20,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// with glibc). Committed on demand, it stays within glibc's figures and
 /// keeps the speed. Freed memory goes back to the OS after 10 ms (mimalloc 3
 /// waits a second, mimalloc 2 waited 10 ms): returned at once, every
-/// 1,000-record request faulted its buffers in afresh (a tenth of the
-/// gateway's CPU on packed messages), and since requests are decoded into
-/// vectors sized once, the peak under packed load stays under 48 MB either way. Set from a constructor, before Rust's
-/// runtime allocates anything (so before the first arena).
+/// 1,000-record request faulted its buffers in afresh (about a tenth of the
+/// gateway's CPU on packed messages); with requests decoded into vectors
+/// sized once, the peak under packed load stayed under 46 MB. Set from a
+/// constructor, before Rust's runtime allocates anything (so before the
+/// first arena).
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]

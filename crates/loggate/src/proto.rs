@@ -1,6 +1,6 @@
 //! The generated gRPC types of `proto/loggate/v1/loggate.proto`.
 
-pub mod codec;
+pub(crate) mod codec;
 
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -351,6 +351,28 @@ async fn log_stream_refuses_a_request_over_max_batch_without_ending() {
     assert_eq!(accepted.ids.len(), 3);
 }
 
+#[tokio::test]
+async fn a_request_that_cannot_be_decoded_ends_the_stream_with_its_status() {
+    let gateway = Gateway::start(&[]).await;
+    let (tx, mut answers) = open(&gateway).await;
+    tx.send(request(1, "s", 2)).await.expect("send");
+    assert_eq!(answer(&mut answers).await.ids.len(), 2);
+    // More records than any --max-batch: refused before it is decoded, so
+    // it has no seq to be answered by, and the stream ends with the reason.
+    let flood = pb::LogStreamRequest {
+        seq: 2,
+        records: vec![pb::LogRecord::default(); 100_001],
+    };
+    tx.send(flood).await.expect("send");
+    let ended = tokio::time::timeout(WAIT, answers.next())
+        .await
+        .expect("an end in time")
+        .expect("a status, not a bare end")
+        .expect_err("an error status");
+    assert_eq!(ended.code(), Code::InvalidArgument, "{ended:?}");
+    assert!(ended.message().contains("--max-batch"), "{ended:?}");
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN: &str = "00f067aa0ba902b7";
 

@@ -106,20 +106,23 @@ impl Target {
     /// One publish at a time, each waiting for its confirm: the broker's
     /// round trip, which a unary Log call cannot beat.
     pub async fn round_trips(&self, body: &[u8], samples: usize) -> Result<Vec<Duration>, Error> {
-        let channel = confirm_channel(&self.connection).await?;
+        let publisher = self.one_at_a_time().await?;
         let mut latencies = Vec::with_capacity(samples);
         for i in 0..samples {
             let started = Instant::now();
-            publish(&channel, &self.exchange, body, i as u64).await?;
+            publisher.publish(body, i as u64).await?;
             latencies.push(started.elapsed());
         }
-        let _ = channel.close(200, "round trips done".into()).await;
+        publisher.close().await;
         Ok(latencies)
     }
 
-    /// The exchange the direct runs publish to.
-    pub fn exchange(&self) -> &str {
-        &self.exchange
+    /// A confirm-mode channel of its own, publishing one message at a time.
+    pub async fn one_at_a_time(&self) -> Result<OneAtATime, Error> {
+        Ok(OneAtATime {
+            channel: confirm_channel(&self.connection).await?,
+            exchange: self.exchange.clone(),
+        })
     }
 
     pub async fn delete(self) {
@@ -127,37 +130,22 @@ impl Target {
     }
 }
 
-/// One confirm-mode channel on a connection of its own, for publishing one
-/// message at a time from wherever the caller runs (the latency probe's
-/// single-threaded runtime).
-pub struct Publisher {
-    connection: Connection,
+/// One confirm-mode channel of a [`Target`], each publish awaited to its
+/// confirm: usable from any runtime (the latency probe runs on its own).
+pub struct OneAtATime {
     channel: Channel,
+    exchange: String,
 }
 
-impl Publisher {
-    pub async fn connect(amqp_url: &str) -> Result<Publisher, Error> {
-        let connection = Connection::connect(
-            amqp_url,
-            ConnectionProperties::default().with_connection_name("loggate bench probe".into()),
-        )
-        .await?;
-        let channel = confirm_channel(&connection).await?;
-        Ok(Publisher {
-            connection,
-            channel,
-        })
-    }
-
+impl OneAtATime {
     /// One persistent, mandatory message with the gateway's properties,
     /// returning once the broker confirmed it.
-    pub async fn publish(&self, exchange: &str, body: &[u8], n: u64) -> Result<(), Error> {
-        publish(&self.channel, exchange, body, n).await
+    pub async fn publish(&self, body: &[u8], n: u64) -> Result<(), Error> {
+        publish(&self.channel, &self.exchange, body, n).await
     }
 
     pub async fn close(self) {
-        let _ = self.channel.close(200, "probe done".into()).await;
-        let _ = self.connection.close(200, "probe done".into()).await;
+        let _ = self.channel.close(200, "one at a time: done".into()).await;
     }
 }
 

@@ -79,8 +79,6 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     let broker = broker_node::find(args.broker.primary());
     let mut rows = Vec::new();
     let mut ceiling = None;
-    // Kept for the unary latency probe, which publishes to it again later.
-    let mut direct_target = None;
     if !args.skip_direct {
         eprintln!(
             "direct: publishing {} records straight to RabbitMQ…",
@@ -103,11 +101,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             ))
         }
         .await;
-        if measured.is_ok() && args.mode == BenchMode::Unary {
-            direct_target = Some(target);
-        } else {
-            target.delete().await;
-        }
+        target.delete().await;
         let (one, four, trips) = measured?;
         rows.push(row("direct lapin, 1 channel", Some(one.0), None));
         rows.push(row("direct lapin, 4 channels", Some(four.0), None));
@@ -175,24 +169,14 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     .await;
     // After the load and its verification, so the probe's records are no
     // part of either.
-    let probe = match &direct_target {
-        Some(direct) if measured.is_ok() => Some(
-            latency::probe(
-                args.broker.primary(),
-                direct.exchange(),
-                &target,
-                &plan.template,
-                &body,
-            )
-            .await,
-        ),
+    let probe = match args.mode {
+        BenchMode::Unary if measured.is_ok() && !args.skip_direct => {
+            Some(latency::probe(args.broker.primary(), &tag, &target, &plan.template, &body).await)
+        }
         _ => None,
     };
     if let Some(gateway) = spawned {
         cleanup(gateway, args.broker.primary()).await;
-    }
-    if let Some(direct) = direct_target {
-        direct.delete().await;
     }
     let measured = measured?;
     let probe = probe.transpose()?;

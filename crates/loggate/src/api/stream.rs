@@ -143,9 +143,11 @@ impl StreamCall {
                 }
                 // The client half-closed: answer what is in flight, then end OK.
                 Ok(None) => break None,
+                // A request that does not decode (or a broken stream) ends
+                // the call with its status; a client that left cannot read it.
                 Err(status) => {
                     debug!(%status, "the client's request stream failed");
-                    break None;
+                    break Some(status);
                 }
             }
         };

@@ -20,7 +20,7 @@ use tonic::{
 };
 
 use super::Gateway;
-use crate::proto::v1 as pb;
+use crate::proto::{codec::decode_error, v1 as pb};
 
 /// The Tail method's HTTP/2 path.
 pub const TAIL_PATH: &str = "/loggate.v1.LogGateway/Tail";
@@ -181,10 +181,7 @@ impl Decoder for RequestDecoder {
                 "a Tail request may be at most {MAX_TAIL_REQUEST_BYTES} bytes; this one is {size}"
             )));
         }
-        // As tonic's own codec does: a request that does not parse is INTERNAL.
-        prost::Message::decode(buf)
-            .map(Some)
-            .map_err(|error| Status::internal(error.to_string()))
+        prost::Message::decode(buf).map(Some).map_err(decode_error)
     }
 }
 

@@ -9,7 +9,7 @@ use lapin::{
     BasicProperties,
 };
 
-use crate::record::{Level, Record, TimeText, NDJSON};
+use crate::record::{BodyTimes, Level, Record, NDJSON};
 
 /// `content_type` of a message holding one record.
 pub const JSON: &str = "application/json";
@@ -34,7 +34,7 @@ impl Outgoing {
     /// their given order; groups go out in the order their key first appears.
     pub fn pack(records: &[Record], batch_records: usize) -> Outgoing {
         let mut body = Vec::with_capacity(records.iter().map(estimated_size).sum());
-        let mut times = TimeText::default();
+        let mut times = BodyTimes::default();
         if batch_records <= 1 {
             let messages = records
                 .iter()

@@ -27,10 +27,10 @@ use super::v1 as pb;
 
 /// The largest `--max-batch` the gateway accepts; no request may hold more
 /// records than that, whatever the configured limit.
-pub const MOST_RECORDS: usize = 100_000;
+pub(crate) const MOST_RECORDS: usize = 100_000;
 
 /// tonic's `Codec` for the LogGateway service (see the module docs).
-pub struct Codec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct Codec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for Codec<T, U> {
     fn default() -> Self {
@@ -59,7 +59,7 @@ where
 
 /// A message the service receives (a request on the server, a response on a
 /// client), and the room it needs before decoding.
-pub trait Decode: Message + Default {
+pub(crate) trait Decode: Message + Default {
     /// Reserves room for what `encoded` holds, or refuses it; the default
     /// reserves nothing.
     fn prepare(&mut self, _encoded: &[u8]) -> Result<(), Status> {
@@ -89,7 +89,7 @@ impl Decode for pb::TailRequest {}
 impl Decode for pb::TailResponse {}
 
 /// Decodes `U` from the receive buffer's bytes as one slice.
-pub struct SliceDecoder<U>(PhantomData<U>);
+pub(crate) struct SliceDecoder<U>(PhantomData<U>);
 
 impl<U: Decode> Decoder for SliceDecoder<U> {
     type Item = U;
@@ -101,9 +101,12 @@ impl<U: Decode> Decoder for SliceDecoder<U> {
         // whole message; anything else is decoded through the view.
         let mut message = U::default();
         if buf.chunk().len() == length {
-            message.prepare(buf.chunk())?;
-            message.merge(buf.chunk()).map_err(decode_error)?;
+            let decoded = message
+                .prepare(buf.chunk())
+                .and_then(|()| message.merge(buf.chunk()).map_err(decode_error));
+            // Consumed either way, as the view would have been.
             buf.advance(length);
+            decoded?;
         } else {
             message.merge(buf).map_err(decode_error)?;
         }
@@ -117,29 +120,33 @@ impl<U: Decode> Decoder for SliceDecoder<U> {
 
 /// As prost's own codec does (gRPC's status code guide): a message that does
 /// not parse is INTERNAL.
-fn decode_error(error: prost::DecodeError) -> Status {
+pub(crate) fn decode_error(error: impl std::fmt::Display) -> Status {
     Status::internal(error.to_string())
 }
 
 /// How many times the length-delimited field `field` occurs at the top level
-/// of `encoded`. Malformed input ends the count early (decoding then reports
-/// it); more than [`MOST_RECORDS`] is INVALID_ARGUMENT.
+/// of `encoded`; more than [`MOST_RECORDS`] is INVALID_ARGUMENT. Anything
+/// that is not a plain protobuf message is refused as prost would refuse it,
+/// groups too: our messages have none, and prost would skip a group and go
+/// on decoding what follows it, uncounted.
 fn count_records(encoded: &[u8], field: u64) -> Result<usize, Status> {
     let mut rest = encoded;
     let mut count = 0usize;
     while !rest.is_empty() {
-        let Some(key) = varint(&mut rest) else { break };
+        let key = varint(&mut rest).ok_or_else(|| decode_error("a field key is cut off"))?;
         let skipped = match key & 7 {
             0 => varint(&mut rest).map(|_| ()),
             1 => skip(&mut rest, 8),
             2 => varint(&mut rest).and_then(|len| skip(&mut rest, usize::try_from(len).ok()?)),
             5 => skip(&mut rest, 4),
-            // Groups (3, 4) are not in our proto; prost reports them.
-            _ => None,
+            wire_type => {
+                return Err(decode_error(format_args!(
+                    "wire type {wire_type} (field {}) is not used by this message",
+                    key >> 3
+                )))
+            }
         };
-        if skipped.is_none() {
-            break;
-        }
+        skipped.ok_or_else(|| decode_error(format_args!("field {} is cut off", key >> 3)))?;
         if key >> 3 == field && key & 7 == 2 {
             count += 1;
             if count > MOST_RECORDS {
@@ -226,12 +233,25 @@ mod tests {
     }
 
     #[test]
-    fn malformed_input_ends_the_count_and_decoding_reports_it() {
-        // A record whose length runs past the end.
-        let encoded = [0x0a, 0x05, 0x12];
-        assert_eq!(count_records(&encoded, 1).unwrap(), 0);
-        assert!(pb::LogBatchRequest::decode(&encoded[..]).is_err());
-        // A varint that never ends.
-        assert_eq!(count_records(&[0xff; 12], 1).unwrap(), 0);
+    fn malformed_input_is_refused_as_prost_refuses_it() {
+        // A record whose length runs past the end, and a varint that never ends.
+        for encoded in [&[0x0a, 0x05, 0x12][..], &[0xff; 12][..]] {
+            assert!(pb::LogBatchRequest::decode(encoded).is_err());
+            let status = count_records(encoded, 1).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Internal);
+        }
+    }
+
+    #[test]
+    fn a_group_cannot_hide_the_records_after_it() {
+        // An empty group (field 3, wire types 3 and 4), which prost skips,
+        // then more records than any --max-batch.
+        let mut encoded = vec![0x1b, 0x1c];
+        encoded.extend([0x0a, 0x00].repeat(MOST_RECORDS + 1));
+        let status = pb::LogBatchRequest::default()
+            .prepare(&encoded)
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("wire type 3"), "{status:?}");
     }
 }

@@ -17,26 +17,35 @@ fn optional(buf: &mut Vec<u8>, key: &[u8], value: &str) {
 #[error("not a loggate JSON record: {0}")]
 pub struct BodyError(#[from] serde_json::Error);
 
+/// The text of both time fields of the last body written: see
+/// [`Record::encode_with`].
+#[derive(Debug, Default)]
+pub(crate) struct BodyTimes {
+    time: TimeText,
+    received_time: TimeText,
+}
+
 impl Record {
     /// Appends the JSON body to `buf`, so callers can reuse one buffer.
     ///
-    /// TimeText by hand, once per record on the hot path: the same bytes as
+    /// Written by hand, once per record on the hot path: the same bytes as
     /// the record's serde form through serde_json (keys in declaration
     /// order, empty optional fields left out; a test holds the two equal)
     /// for a third of the instructions.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        self.encode_with(buf, &mut TimeText::default());
+        self.encode_with(buf, &mut BodyTimes::default());
     }
 
     /// [`Record::encode_into`] for the records of one call in turn: `times`
-    /// keeps the last time's text, which the next record mostly shares.
-    pub(crate) fn encode_with(&self, buf: &mut Vec<u8>, times: &mut TimeText) {
+    /// keeps the last text of each time field, which the next record mostly
+    /// shares (always the receive time; the event time unless the client set it).
+    pub(crate) fn encode_with(&self, buf: &mut Vec<u8>, times: &mut BodyTimes) {
         buf.extend_from_slice(b"{\"id\":");
         json::string(buf, &self.id);
         buf.extend_from_slice(b",\"time\":\"");
-        times.write(self.time, buf);
+        times.time.write(self.time, buf);
         buf.extend_from_slice(b"\",\"received_time\":\"");
-        times.write(self.received_time, buf);
+        times.received_time.write(self.received_time, buf);
         buf.extend_from_slice(b"\",\"service\":");
         json::string(buf, &self.service);
         optional(buf, b",\"node\":", &self.node);
@@ -279,11 +288,22 @@ mod tests {
             time: record().received_time,
             ..record()
         };
-        for record in [full, bare, odd, untimed] {
+        let records = [full, bare, odd, untimed];
+        for record in &records {
             assert_eq!(
                 String::from_utf8(record.to_json()).expect("UTF-8"),
-                serde_json::to_string(&record).expect("serialises"),
+                serde_json::to_string(record).expect("serialises"),
             );
+        }
+        // One call's records in turn, sharing the times' texts (in both
+        // orders, so every kept text meets a record that differs from it).
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0]] {
+            let mut times = BodyTimes::default();
+            for i in order {
+                let mut buf = Vec::new();
+                records[i].encode_with(&mut buf, &mut times);
+                assert_eq!(buf, records[i].to_json(), "record {i}");
+            }
         }
     }
 

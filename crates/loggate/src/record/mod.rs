@@ -21,10 +21,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub(crate) use body::BodyTimes;
 pub use body::{BodyError, NDJSON};
 pub use filter::Filter;
 pub use level::Level;
-pub(crate) use rfc3339::TimeText;
 pub use scope::{Glob, Scope};
 pub(crate) use token::hex;
 pub use token::ResumeToken;

@@ -16,24 +16,14 @@ pub fn format(t: OffsetDateTime, buf: &mut [u8; MAX_LEN]) -> &str {
     std::str::from_utf8(&buf[..len]).expect("only ASCII digits and separators")
 }
 
-/// The body's form of the last time written, kept because the records of one
-/// call share their receive time (and, without a client time, their time):
-/// formatting it was a twentieth of a packed record's cost.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TimeText {
+/// The body's form of the last time written in one place, kept because the
+/// records of one call mostly share it: formatting was a twentieth of a packed
+/// record's cost.
+#[derive(Debug, Default)]
+pub(super) struct TimeText {
     time: Option<OffsetDateTime>,
     text: [u8; MAX_LEN],
     len: usize,
-}
-
-impl Default for TimeText {
-    fn default() -> Self {
-        TimeText {
-            time: None,
-            text: [0; MAX_LEN],
-            len: 0,
-        }
-    }
 }
 
 impl TimeText {

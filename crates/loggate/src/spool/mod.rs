@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::Publisher;
-use crate::record::{Record, TimeText};
+use crate::record::{BodyTimes, Record};
 use crate::sync::lock;
 use cursor::{write_cursor, CURSOR};
 
@@ -303,7 +303,7 @@ impl Spool {
     pub async fn append(&self, records: &[Record]) -> Result<Appended, Error> {
         let mut bytes = Vec::with_capacity(records.len() * 320);
         let mut payload = Vec::with_capacity(512);
-        let mut times = TimeText::default();
+        let mut times = BodyTimes::default();
         for record in records {
             payload.clear();
             record.encode_with(&mut payload, &mut times);

@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// waits a second, mimalloc 2 waited 10 ms): returned at once, every
 /// 1,000-record request faulted its buffers in afresh (about a tenth of the
 /// gateway's CPU on packed messages); with requests decoded into vectors
-/// sized once, the peak under packed load stayed under 46 MB. Set from a
+/// sized once, the peak under packed load stayed under 48 MB. Set from a
 /// constructor, before Rust's runtime allocates anything (so before the
 /// first arena).
 #[cfg(target_os = "linux")]

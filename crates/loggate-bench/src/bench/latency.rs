@@ -141,6 +141,7 @@ impl Probe {
     }
 }
 
-fn ratio(a: Duration, b: Duration) -> f64 {
+/// `a` as a multiple of `b`.
+pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
 }

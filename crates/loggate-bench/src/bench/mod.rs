@@ -195,8 +195,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         match (ceiling.trip, latency, args.mode) {
             (Some(trip), Some(latency), BenchMode::Unary) => println!(
                 "latency vs direct round trip: p50 {:.2}x, p99 {:.2}x",
-                latency.p50.as_secs_f64() / trip.p50.as_secs_f64(),
-                latency.p99.as_secs_f64() / trip.p99.as_secs_f64()
+                latency::ratio(latency.p50, trip.p50),
+                latency::ratio(latency.p99, trip.p99)
             ),
             (_, _, BenchMode::Unary) => {}
             _ => println!("{}", throughput_ratios(&args, &ceiling, measured.rate())),
@@ -211,7 +211,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, Error> {
             megabytes(process.idle_rss_bytes),
             megabytes(process.peak_rss_bytes),
             process.cpu_seconds,
-            process.cpu_seconds * 1e6 / measured.outcome.acked.len().max(1) as f64
+            measured.per_record_us(process.cpu_seconds)
         ),
         None => println!("gateway process: not measured (give --gateway-pid for an external gateway)"),
     }
@@ -315,19 +315,19 @@ pub(crate) struct Measured {
 impl Measured {
     /// RabbitMQ's CPU µs per acked record.
     pub fn broker_us(&self) -> Option<f64> {
-        self.per_record_us(self.broker_cpu_seconds)
+        self.broker_cpu_seconds.map(|s| self.per_record_us(s))
     }
 
     /// CPU seconds as µs per acked record.
-    fn per_record_us(&self, seconds: Option<f64>) -> Option<f64> {
-        seconds.map(|s| s * 1e6 / self.outcome.acked.len().max(1) as f64)
+    pub fn per_record_us(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / self.outcome.acked.len().max(1) as f64
     }
 
     /// Who spent the machine's CPU on the load, per record: the gateway, this
     /// process's clients and RabbitMQ, and how many cores that adds up to.
     pub fn cpu_line(&self) -> Option<String> {
-        let gateway = self.per_record_us(self.process.map(|p| p.cpu_seconds))?;
-        let client = self.per_record_us(self.client_cpu_seconds)?;
+        let gateway = self.per_record_us(self.process?.cpu_seconds);
+        let client = self.per_record_us(self.client_cpu_seconds?);
         let broker = self.broker_us()?;
         let total = gateway + client + broker;
         Some(format!(
